@@ -1,0 +1,41 @@
+#pragma once
+// Checked file-system helpers: atomic writes (temporary name, fsync, rename), directory creation, copying.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace amosprep {
+
+/// Writes `bytes` to `path` atomically: `<path>.tmp.<pid>` is written, fsync'ed and renamed over `path`.
+/// Throws IoError naming the file and the OS reason (e.g. "No space left on device"); never leaves a partial
+/// file under `path`.
+void write_file_atomic(const std::string& path, std::string_view bytes);
+
+/// A file being written under a temporary name; commit() flushes, fsyncs and renames it to its final path.
+/// If destroyed without commit(), the temporary file is removed.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  void write(const void* data, size_t n);
+  uint64_t bytes_written() const { return written_; }
+  void commit();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+};
+
+/// Reads a whole file; throws IoError naming the file.
+std::string read_file(const std::string& path);
+/// mkdir -p; throws IoError.
+void make_dirs(const std::string& path);
+/// Byte copy via a temporary name (atomic).
+void copy_file_atomic(const std::string& from, const std::string& to);
+bool path_exists(const std::string& path);
+
+}  // namespace amosprep
