@@ -1,0 +1,31 @@
+#pragma once
+// nnU-Net v1 cropping to the non-zero region (`ImageCropper.crop` / `crop_to_nonzero`, spec:
+// nnunet-v1-semantics.md §3 steps 2-8, vectors §9.10).
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "amosprep/volume.hpp"
+
+namespace amosprep {
+
+/// What cropping produces for one case.
+struct CropResult {
+  std::vector<Array3<float>> data;  ///< every channel cropped to bbox
+  /// The cropped seg with -1 where seg == 0 outside the hole-filled non-zero mask. Without an input seg (nnU-Net's
+  /// test-case path), -1 outside the filled mask and 0 inside. Values < -1 are set to 0 (after `classes`).
+  Array3<float> seg;
+  std::array<std::array<int64_t, 2>, 3> bbox{};  ///< crop_bbox [[z0, z1], [y0, y1], [x0, x1]], half-open
+  /// Sorted unique values of the cropped seg before the `< -1` reset (includes -1 when present). nnU-Net stores
+  /// these as a float32 ndarray (for the no-seg path numpy would give int64 values; the values are the same).
+  std::vector<float> classes;
+  Shape3 size_after_cropping{0, 0, 0};
+};
+
+/// Non-zero mask = OR over channels of (x != 0), holes filled (background not 6-connected to the outside becomes
+/// foreground, like scipy binary_fill_holes), bbox of that mask, crop of all channels and seg, -1 marking.
+/// Throws InputError (case id and file left empty for the caller to fill in) when every voxel is zero, when the
+/// channels differ in shape, or when the seg shape differs from the image shape.
+CropResult crop_to_nonzero(const std::vector<Array3<float>>& channels, const Array3<float>* seg);
+
+}  // namespace amosprep

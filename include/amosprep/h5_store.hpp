@@ -1,0 +1,58 @@
+#pragma once
+// The parallel HDF5 store amos-prep.h5 (layout in docs/hdf5-layout.md). All creation is collective: every rank
+// calls create_* with identical arguments in the same order. Unfiltered ("chunked") datasets are then written by
+// their owner alone; filtered ("deflate") datasets only through write_collective, where non-owners join with an
+// empty selection (independent writes to filtered datasets fail, and owner-only collective writes corrupt files
+// silently: platform-notes §3).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "amosprep/volume.hpp"
+
+namespace amosprep {
+
+enum class H5Layout { chunked, deflate };
+
+class H5Store {
+ public:
+  /// Collective. Creates (truncates) `path` with the MPI-IO driver on MPI_COMM_WORLD.
+  H5Store(const std::string& path, H5Layout layout);
+  ~H5Store();
+  H5Store(const H5Store&) = delete;
+  H5Store& operator=(const H5Store&) = delete;
+
+  /// Collective: a group (intermediate groups are created too).
+  void create_group(const std::string& path);
+  /// Collective: string attribute on a group or dataset (same value on every rank).
+  void set_attr(const std::string& object, const std::string& name, const std::string& value);
+  void set_attr(const std::string& object, const std::string& name, const std::vector<double>& value);
+  void set_attr(const std::string& object, const std::string& name, const std::vector<int64_t>& value);
+
+  /// Collective: float32 dataset of `shape`, chunked with `chunk` (filtered in the deflate layout).
+  void create_f32(const std::string& path, const std::vector<int64_t>& shape, const std::vector<int64_t>& chunk);
+  /// Collective: int8 dataset (segmentations), chunked like create_f32.
+  void create_i8(const std::string& path, const std::vector<int64_t>& shape, const std::vector<int64_t>& chunk);
+  /// Collective: small unfiltered contiguous datasets (int64 rows, raw bytes).
+  void create_i64(const std::string& path, const std::vector<int64_t>& shape);
+  void create_u8(const std::string& path, int64_t size);
+
+  /// Independent write of a whole unfiltered dataset by its owner (chunked layout, and every i64/u8 dataset).
+  void write_independent(const std::string& path, const void* data);
+  /// Collective write: every rank calls it for the same dataset; only the owner passes data (others nullptr).
+  void write_collective(const std::string& path, const void* data_or_null);
+
+  /// Collective close (flushes metadata).
+  void close();
+  H5Layout layout() const { return layout_; }
+
+ private:
+  long long file_ = -1;  // hid_t
+  H5Layout layout_;
+  std::string path_;
+};
+
+/// Reads back a dataset as raw bytes plus its shape with the serial driver (tests, resume).
+std::vector<char> h5_read_raw(const std::string& file, const std::string& dataset, std::vector<int64_t>* shape);
+
+}  // namespace amosprep

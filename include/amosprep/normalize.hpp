@@ -1,0 +1,23 @@
+#pragma once
+// nnU-Net v1 intensity normalization of one channel, in place, float32 arithmetic per operation exactly as numpy
+// performs it (spec: nnunet-v1-semantics.md §6.8). Element-wise parts run with OpenMP; results do not depend on
+// the thread count.
+#include "amosprep/np_reductions.hpp"
+#include "amosprep/volume.hpp"
+
+namespace amosprep {
+
+/// Scheme "CT": x = clip(x, f32(percentile_00_5), f32(percentile_99_5)); x = f32(x - mean); x = f32(x / sd).
+/// (nnU-Net's optional `use_nonzero_mask` zeroing is not applied; it is False for CT.)
+void normalize_ct(Array3<float>& x, const IntensityStats& s);
+
+/// Scheme "CT2": mask = (x > f32(lb)) & (x < f32(ub)) on the unclipped data (float32 comparisons), clip as CT,
+/// then mn/sd = numpy float32 mean/std of the clipped masked voxels in C order, x = f32(f32(x - mn) / sd).
+void normalize_ct2(Array3<float>& x, const IntensityStats& s);
+
+/// Any other scheme (GenericPreprocessor "nonCT"). Without a mask: mn/sd = float32 mean/std of the whole channel,
+/// x = f32(f32(x - mn) / f32(double(sd) + 1e-8)). With `seg_for_mask` (same shape): the same over the voxels with
+/// seg >= 0 only, every other voxel set to 0.
+void normalize_nonct(Array3<float>& x, const Array3<float>* seg_for_mask);
+
+}  // namespace amosprep

@@ -1,0 +1,73 @@
+#pragma once
+// nnU-Net v1 resample_patient, bit-exact to scipy 1.10.1 / skimage 0.19.3 / batchgenerators (spec §6.3-6.7, §7.5).
+//
+// Data: skimage.transform.resize(order, mode='edge', anti_aliasing=False) = scipy.ndimage.zoom(mode='nearest',
+// grid_mode=True) + clip to the input range, computed as separable 1-D passes in double; voxels whose float32
+// result is not certain from the separable value (error bound from a parallel |.| pass) are recomputed in scipy's
+// tensor order. Labels: one-hot per label (batchgenerators resize_segmentation), each label only over its own
+// bounding box (plus the cubic prefilter's decay margin), values within 1e-9 of 0.5 recomputed in tensor order.
+// OpenMP inside; results do not depend on the thread count.
+#include <array>
+#include <optional>
+#include <vector>
+
+#include "amosprep/volume.hpp"
+
+namespace amosprep {
+
+/// Interpolation orders of a preprocessor (nnU-Net's GenericPreprocessor defaults).
+struct ResampleSettings {
+  int order_data = 3;                    ///< data interpolation order (3)
+  int order_seg = 1;                     ///< 1 = GenericPreprocessor, 3 = Preprocessor3DBetterResampling
+  std::optional<bool> force_separate_z;  ///< nullopt = decide per case (v21); false for the residual planners
+  int order_z_data = 0, order_z_seg = 0; ///< along the low-res axis in the separate-z path (only 0 is supported)
+};
+
+/// nnU-Net's separate-z decision (§6.3): `separate` and the low-resolution axis (-1 when not separate).
+struct SeparateZ {
+  bool separate = false;
+  int axis = -1;
+};
+
+/// get_do_separate_z / get_lowres_axis logic of resample_patient (threshold 3, strict `>`).
+SeparateZ decide_separate_z(const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                            std::optional<bool> force_separate_z);
+
+/// new_shape = RNE((spacing/target)*shape) per axis (§6.3).
+Shape3 resampled_shape(const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                       const Shape3& shape);
+
+/// nnU-Net resample_patient for C data channels and one seg channel (float32 in, float32 out). If no axis
+/// changes, outputs are bit-copies. `seg` may be empty (shape 0,0,0): `seg_out` is then empty too. Every data
+/// channel must have the same shape, and so must a non-empty seg.
+void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+                      const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                      const ResampleSettings& settings, std::vector<Array3<float>>& data_out,
+                      Array3<float>& seg_out);
+
+/// skimage resize(order 0/1/3, mode='edge', anti_aliasing=False) of a 3-D volume incl. the clip to the input
+/// range, cast to float32. All three axes are interpolated (also ones whose size does not change).
+void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
+
+/// batchgenerators resize_segmentation (order 0/1/3): one-hot per label present, `>= 0.5`, larger label wins,
+/// 0 where no label reaches 0.5.
+void resize_segmentation(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out);
+
+/// The same two operations applied to every slice along axis 0 independently, as 2-D images (the in-plane
+/// step of the separate-z path: per-slice clip, per-slice labels). out_shape[0] must equal in.shape[0].
+void resize_data_slices(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
+void resize_segmentation_slices(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out);
+
+/// Frees the per-thread resampling buffers kept for reuse between calls (several hundred MB for a CT).
+void release_resample_buffers();
+
+namespace resample_detail {
+/// For tests: skimage resize (incl. the clip to the input range) of the last `ndim` axes of a float64 array, in
+/// double (leading axes must keep their size). `exact` evaluates every voxel in scipy's tensor order (slow);
+/// otherwise the separable values are returned.
+Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int order, int ndim, bool exact);
+/// scipy.ndimage.spline_filter1d(line, order=3, mode='nearest') on an unpadded line.
+std::vector<double> spline_filter_line(std::vector<double> line);
+}  // namespace resample_detail
+
+}  // namespace amosprep

@@ -1,0 +1,161 @@
+#include "amosprep/distributed.hpp"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <queue>
+
+#include "amosprep/error.hpp"
+
+namespace amosprep {
+
+static bool g_we_initialised = false;
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) {
+    int provided = 0;
+    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    g_we_initialised = true;
+    // Errors become return codes we turn into exceptions, never silent hangs.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  }
+}
+
+MpiSession::~MpiSession() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (g_we_initialised && !finalized) MPI_Finalize();
+}
+
+bool mpi_active() {
+  int initialised = 0, finalized = 0;
+  MPI_Initialized(&initialised);
+  MPI_Finalized(&finalized);
+  return initialised && !finalized;
+}
+
+int mpi_rank() {
+  if (!mpi_active()) return 0;
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+int mpi_size() {
+  if (!mpi_active()) return 1;
+  int s = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &s);
+  return s;
+}
+
+static void check(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) {
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    throw InternalError(std::string("MPI ") + what + " failed: " + std::string(msg, static_cast<size_t>(len)));
+  }
+}
+
+std::vector<std::string> allgather_bytes(const std::string& mine) {
+  const int n = mpi_size();
+  if (n == 1) return {mine};
+  // Sizes first, then the payload in chunks of at most 1 GiB to stay inside int counts.
+  int64_t my_size = static_cast<int64_t>(mine.size());
+  std::vector<int64_t> sizes(static_cast<size_t>(n));
+  check(MPI_Allgather(&my_size, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, MPI_COMM_WORLD), "Allgather");
+  std::vector<std::string> out(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    out[static_cast<size_t>(r)] = r == mpi_rank() ? mine : std::string(static_cast<size_t>(sizes[static_cast<size_t>(r)]), '\0');
+    const int64_t chunk = int64_t{1} << 30;
+    for (int64_t off = 0; off < sizes[static_cast<size_t>(r)]; off += chunk) {
+      const int count = static_cast<int>(std::min(chunk, sizes[static_cast<size_t>(r)] - off));
+      check(MPI_Bcast(out[static_cast<size_t>(r)].data() + off, count, MPI_BYTE, r, MPI_COMM_WORLD), "Bcast");
+    }
+  }
+  return out;
+}
+
+std::string broadcast_bytes(const std::string& bytes, int root) {
+  if (mpi_size() == 1) return bytes;
+  int64_t size = static_cast<int64_t>(bytes.size());
+  check(MPI_Bcast(&size, 1, MPI_INT64_T, root, MPI_COMM_WORLD), "Bcast");
+  std::string out = mpi_rank() == root ? bytes : std::string(static_cast<size_t>(size), '\0');
+  const int64_t chunk = int64_t{1} << 30;
+  for (int64_t off = 0; off < size; off += chunk) {
+    const int count = static_cast<int>(std::min(chunk, size - off));
+    check(MPI_Bcast(out.data() + off, count, MPI_BYTE, root, MPI_COMM_WORLD), "Bcast");
+  }
+  return out;
+}
+
+bool allreduce_or(bool flag) {
+  if (mpi_size() == 1) return flag;
+  int in = flag ? 1 : 0, out = 0;
+  check(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD), "Allreduce");
+  return out != 0;
+}
+
+int64_t allreduce_max(int64_t v) {
+  if (mpi_size() == 1) return v;
+  int64_t out = 0;
+  check(MPI_Allreduce(&v, &out, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD), "Allreduce");
+  return out;
+}
+
+double allreduce_sum(double v) {
+  if (mpi_size() == 1) return v;
+  double out = 0;
+  check(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "Allreduce");
+  return out;
+}
+
+void barrier() {
+  if (mpi_size() > 1) check(MPI_Barrier(MPI_COMM_WORLD), "Barrier");
+}
+
+void abort_job(int code) {
+  if (mpi_active() && mpi_size() > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+std::vector<int> largest_first_schedule(const std::vector<double>& costs, int ranks) {
+  std::vector<size_t> order(costs.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return costs[a] > costs[b]; });
+  using Load = std::pair<double, int>;  // (load, rank): the least loaded, lowest rank first
+  std::priority_queue<Load, std::vector<Load>, std::greater<Load>> heap;
+  for (int r = 0; r < ranks; ++r) heap.push({0.0, r});
+  std::vector<int> owner(costs.size(), 0);
+  for (size_t i : order) {
+    auto [load, r] = heap.top();
+    heap.pop();
+    owner[i] = r;
+    heap.push({load + costs[i], r});
+  }
+  return owner;
+}
+
+void ByteWriter::put_string(const std::string& s) {
+  put<uint64_t>(s.size());
+  buf_.append(s);
+}
+
+std::string ByteReader::get_string() {
+  std::string s(get<uint64_t>(), '\0');
+  take(s.data(), s.size());
+  return s;
+}
+
+void ByteReader::take(void* dst, size_t n) {
+  if (pos_ + n > buf_.size()) throw InternalError("ByteReader: truncated message");
+  if (n) std::memcpy(dst, buf_.data() + pos_, n);
+  pos_ += n;
+}
+
+}  // namespace amosprep

@@ -1,0 +1,105 @@
+#include "amosprep/fingerprint.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "amosprep/error.hpp"
+
+namespace amosprep {
+
+std::vector<float> foreground_sample(const Array3<float>& channel, const Array3<float>& seg) {
+  AMOSPREP_VERIFY(channel.shape == seg.shape, "foreground_sample: channel and seg shapes differ");
+  std::vector<float> out;
+  int64_t rank_in_foreground = 0;
+  const size_t n = channel.size();
+  const float* c = channel.data();
+  const float* s = seg.data();
+  for (size_t i = 0; i < n; ++i) {
+    if (s[i] > 0.0f) {
+      if (rank_in_foreground % 10 == 0) out.push_back(c[i]);
+      ++rank_in_foreground;
+    }
+  }
+  return out;
+}
+
+static bool is_ct(const std::string& m) { return m.find("CT") != std::string::npos || m == "ct"; }
+
+DatasetFingerprint merge_fingerprint(std::vector<CaseSummary> cases, const std::vector<int64_t>& all_classes,
+                                     const std::vector<std::string>& modalities) {
+  std::sort(cases.begin(), cases.end(), [](const CaseSummary& a, const CaseSummary& b) { return a.id < b.id; });
+  DatasetFingerprint fp;
+  fp.all_classes = all_classes;
+  fp.modalities = modalities;
+  for (const auto& c : cases) {
+    fp.case_ids.push_back(c.id);
+    fp.sizes.push_back(c.size_after_cropping);
+    fp.spacings.push_back(c.original_spacing);
+    fp.size_reductions.push_back(static_cast<double>(voxel_count(c.size_after_cropping)) /
+                                 static_cast<double>(voxel_count(c.original_size)));
+  }
+  const bool collect_intensities = std::any_of(modalities.begin(), modalities.end(), is_ct);
+  if (collect_intensities) {
+    for (size_t m = 0; m < modalities.size(); ++m) {
+      std::vector<IntensityStats> local;
+      size_t total = 0;
+      for (const auto& c : cases) {
+        AMOSPREP_VERIFY(c.foreground_samples.size() == modalities.size(), "case summary lacks a modality sample");
+        total += c.foreground_samples[m].size();
+      }
+      std::vector<float> all;
+      all.reserve(total);
+      for (const auto& c : cases) {
+        local.push_back(compute_intensity_stats(c.foreground_samples[m]));
+        all.insert(all.end(), c.foreground_samples[m].begin(), c.foreground_samples[m].end());
+      }
+      fp.local_stats.push_back(std::move(local));
+      fp.global_stats.push_back(compute_intensity_stats(all));
+    }
+  }
+  return fp;
+}
+
+static std::vector<std::pair<py::Value, py::Value>> stats_items(const IntensityStats& s) {
+  return {{"median", py::np_float32(s.median)},
+          {"mean", py::np_float32(s.mean)},
+          {"sd", py::np_float32(s.sd)},
+          {"mn", py::np_float32(s.mn)},
+          {"mx", py::np_float32(s.mx)},
+          {"percentile_99_5", py::np_float64(s.percentile_99_5)},
+          {"percentile_00_5", py::np_float64(s.percentile_00_5)}};
+}
+
+py::Value intensity_properties_to_py(const DatasetFingerprint& fp) {
+  py::Value out = py::odict({});
+  for (size_t m = 0; m < fp.global_stats.size(); ++m) {
+    py::Value local = py::odict({});
+    for (size_t i = 0; i < fp.case_ids.size(); ++i)
+      py::dict_set(local, fp.case_ids[i], py::odict(stats_items(fp.local_stats[m][i])));
+    std::vector<std::pair<py::Value, py::Value>> items{{"local_props", local}};
+    for (auto& kv : stats_items(fp.global_stats[m])) items.push_back(kv);
+    py::dict_set(out, static_cast<int64_t>(m), py::odict(std::move(items)));
+  }
+  return out;
+}
+
+py::Value dataset_properties_to_py(const DatasetFingerprint& fp) {
+  std::vector<py::Value> sizes, spacings, classes;
+  for (const auto& s : fp.sizes) sizes.push_back(py::tuple({s[0], s[1], s[2]}));
+  for (const auto& s : fp.spacings) spacings.push_back(py::nd_f8({s[0], s[1], s[2]}));
+  for (int64_t c : fp.all_classes) classes.push_back(c);
+  py::Value modalities = py::dict({});
+  for (size_t m = 0; m < fp.modalities.size(); ++m) py::dict_set(modalities, static_cast<int64_t>(m), fp.modalities[m]);
+  py::Value reductions = py::odict({});
+  for (size_t i = 0; i < fp.case_ids.size(); ++i) py::dict_set(reductions, fp.case_ids[i], py::np_float64(fp.size_reductions[i]));
+  py::Value intensity = fp.global_stats.empty() ? py::Value() : intensity_properties_to_py(fp);
+  return py::dict({{"all_sizes", py::list(sizes)},
+                   {"all_spacings", py::list(spacings)},
+                   {"all_classes", py::list(classes)},
+                   {"modalities", modalities},
+                   {"intensityproperties", intensity},
+                   {"size_reductions", reductions}});
+}
+
+}  // namespace amosprep

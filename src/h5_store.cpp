@@ -1,0 +1,210 @@
+#include "amosprep/h5_store.hpp"
+
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <sstream>
+
+#include "amosprep/distributed.hpp"
+#include "amosprep/error.hpp"
+
+namespace amosprep {
+
+namespace {
+
+herr_t collect_error(unsigned n, const H5E_error2_t* e, void* out) {
+  auto* s = static_cast<std::string*>(out);
+  if (n < 3 && e->desc) *s += std::string(n ? "; " : "") + e->desc;
+  return 0;
+}
+
+std::string h5_error_text() {
+  std::string s;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_error, &s);
+  H5Eclear2(H5E_DEFAULT);
+  return s.empty() ? "unknown HDF5 error" : s;
+}
+
+/// Every HDF5 call goes through this: negative ids / statuses become IoError with the HDF5 error stack.
+template <class T>
+T checked(T rc, const std::string& file, const std::string& what) {
+  if (rc < 0) throw IoError(file, "HDF5 " + what + " failed: " + h5_error_text());
+  return rc;
+}
+
+class Handle {
+ public:
+  Handle(hid_t id, herr_t (*closer)(hid_t)) : id_(id), closer_(closer) {}
+  ~Handle() {
+    if (id_ >= 0) closer_(id_);
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  operator hid_t() const { return id_; }
+
+ private:
+  hid_t id_;
+  herr_t (*closer_)(hid_t);
+};
+
+std::vector<hsize_t> dims_of(const std::vector<int64_t>& shape) {
+  return std::vector<hsize_t>(shape.begin(), shape.end());
+}
+
+}  // namespace
+
+H5Store::H5Store(const std::string& path, H5Layout layout) : layout_(layout), path_(path) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  Handle fapl(checked(H5Pcreate(H5P_FILE_ACCESS), path_, "H5Pcreate"), H5Pclose);
+  if (mpi_active()) {
+    checked(H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL), path_, "set_fapl_mpio");
+    checked(H5Pset_all_coll_metadata_ops(fapl, true), path_, "set_all_coll_metadata_ops");
+    checked(H5Pset_coll_metadata_write(fapl, true), path_, "set_coll_metadata_write");
+  }
+  file_ = checked(H5Fcreate(path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), path_, "create file");
+}
+
+H5Store::~H5Store() {
+  if (file_ >= 0) H5Fclose(static_cast<hid_t>(file_));
+}
+
+void H5Store::close() {
+  if (file_ >= 0) {
+    hid_t f = static_cast<hid_t>(file_);
+    file_ = -1;
+    checked(H5Fclose(f), path_, "close file");
+  }
+}
+
+void H5Store::create_group(const std::string& path) {
+  Handle lcpl(checked(H5Pcreate(H5P_LINK_CREATE), path_, "H5Pcreate"), H5Pclose);
+  checked(H5Pset_create_intermediate_group(lcpl, 1), path_, "set_create_intermediate_group");
+  Handle g(checked(H5Gcreate2(static_cast<hid_t>(file_), path.c_str(), lcpl, H5P_DEFAULT, H5P_DEFAULT), path_,
+                   "create group " + path),
+           H5Gclose);
+}
+
+void H5Store::set_attr(const std::string& object, const std::string& name, const std::string& value) {
+  Handle type(checked(H5Tcopy(H5T_C_S1), path_, "H5Tcopy"), H5Tclose);
+  checked(H5Tset_size(type, value.empty() ? 1 : value.size()), path_, "H5Tset_size");
+  checked(H5Tset_cset(type, H5T_CSET_UTF8), path_, "H5Tset_cset");
+  Handle space(checked(H5Screate(H5S_SCALAR), path_, "H5Screate"), H5Sclose);
+  Handle attr(checked(H5Acreate_by_name(static_cast<hid_t>(file_), object.c_str(), name.c_str(), type, space,
+                                        H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+                      path_, "create attribute " + object + "@" + name),
+              H5Aclose);
+  const std::string v = value.empty() ? std::string(1, '\0') : value;
+  checked(H5Awrite(attr, type, v.data()), path_, "write attribute " + name);
+}
+
+template <class T>
+static void numeric_attr(hid_t file, const std::string& fname, const std::string& object, const std::string& name,
+                         const std::vector<T>& value, hid_t mem_type, hid_t file_type) {
+  hsize_t n = value.size();
+  Handle space(checked(H5Screate_simple(1, &n, nullptr), fname, "H5Screate_simple"), H5Sclose);
+  Handle attr(checked(H5Acreate_by_name(file, object.c_str(), name.c_str(), file_type, space, H5P_DEFAULT,
+                                        H5P_DEFAULT, H5P_DEFAULT),
+                      fname, "create attribute " + object + "@" + name),
+              H5Aclose);
+  checked(H5Awrite(attr, mem_type, value.data()), fname, "write attribute " + name);
+}
+
+void H5Store::set_attr(const std::string& object, const std::string& name, const std::vector<double>& value) {
+  numeric_attr(static_cast<hid_t>(file_), path_, object, name, value, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE);
+}
+
+void H5Store::set_attr(const std::string& object, const std::string& name, const std::vector<int64_t>& value) {
+  numeric_attr(static_cast<hid_t>(file_), path_, object, name, value, H5T_NATIVE_INT64, H5T_STD_I64LE);
+}
+
+static void create_dataset(hid_t file, const std::string& fname, const std::string& path, hid_t type,
+                           const std::vector<int64_t>& shape, const std::vector<int64_t>* chunk, bool filtered) {
+  auto dims = dims_of(shape);
+  Handle space(checked(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), fname, "H5Screate_simple"),
+               H5Sclose);
+  Handle dcpl(checked(H5Pcreate(H5P_DATASET_CREATE), fname, "H5Pcreate"), H5Pclose);
+  bool empty = false;
+  for (auto d : dims) empty = empty || d == 0;
+  if (chunk && !empty) {
+    auto c = dims_of(*chunk);
+    checked(H5Pset_chunk(dcpl, static_cast<int>(c.size()), c.data()), fname, "set_chunk");
+    if (filtered) {
+      checked(H5Pset_shuffle(dcpl), fname, "set_shuffle");
+      checked(H5Pset_deflate(dcpl, 1), fname, "set_deflate");
+    }
+  }
+  // Early allocation: owners may then write unfiltered datasets independently.
+  checked(H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY), fname, "set_alloc_time");
+  checked(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER), fname, "set_fill_time");
+  Handle lcpl(checked(H5Pcreate(H5P_LINK_CREATE), fname, "H5Pcreate"), H5Pclose);
+  checked(H5Pset_create_intermediate_group(lcpl, 1), fname, "set_create_intermediate_group");
+  Handle d(checked(H5Dcreate2(file, path.c_str(), type, space, lcpl, dcpl, H5P_DEFAULT), fname, "create dataset " + path),
+           H5Dclose);
+}
+
+void H5Store::create_f32(const std::string& path, const std::vector<int64_t>& shape, const std::vector<int64_t>& chunk) {
+  create_dataset(static_cast<hid_t>(file_), path_, path, H5T_IEEE_F32LE, shape, &chunk, layout_ == H5Layout::deflate);
+}
+
+void H5Store::create_i8(const std::string& path, const std::vector<int64_t>& shape, const std::vector<int64_t>& chunk) {
+  create_dataset(static_cast<hid_t>(file_), path_, path, H5T_STD_I8LE, shape, &chunk, layout_ == H5Layout::deflate);
+}
+
+void H5Store::create_i64(const std::string& path, const std::vector<int64_t>& shape) {
+  create_dataset(static_cast<hid_t>(file_), path_, path, H5T_STD_I64LE, shape, nullptr, false);
+}
+
+void H5Store::create_u8(const std::string& path, int64_t size) {
+  create_dataset(static_cast<hid_t>(file_), path_, path, H5T_STD_U8LE, {size}, nullptr, false);
+}
+
+static hid_t memory_type_of(hid_t dset) {
+  Handle ftype(H5Dget_type(dset), H5Tclose);
+  return H5Tget_native_type(ftype, H5T_DIR_ASCEND);
+}
+
+void H5Store::write_independent(const std::string& path, const void* data) {
+  Handle d(checked(H5Dopen2(static_cast<hid_t>(file_), path.c_str(), H5P_DEFAULT), path_, "open dataset " + path),
+           H5Dclose);
+  Handle space(checked(H5Dget_space(d), path_, "get_space"), H5Sclose);
+  if (H5Sget_simple_extent_npoints(space) == 0) return;
+  Handle mtype(checked(memory_type_of(d), path_, "native type"), H5Tclose);
+  Handle dxpl(checked(H5Pcreate(H5P_DATASET_XFER), path_, "H5Pcreate"), H5Pclose);
+  if (mpi_active()) checked(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT), path_, "set_dxpl_mpio");
+  checked(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, dxpl, data), path_, "write " + path);
+}
+
+void H5Store::write_collective(const std::string& path, const void* data) {
+  Handle d(checked(H5Dopen2(static_cast<hid_t>(file_), path.c_str(), H5P_DEFAULT), path_, "open dataset " + path),
+           H5Dclose);
+  Handle fspace(checked(H5Dget_space(d), path_, "get_space"), H5Sclose);
+  Handle mspace(checked(H5Scopy(fspace), path_, "H5Scopy"), H5Sclose);
+  if (!data) {
+    checked(H5Sselect_none(fspace), path_, "select_none");
+    checked(H5Sselect_none(mspace), path_, "select_none");
+  }
+  Handle mtype(checked(memory_type_of(d), path_, "native type"), H5Tclose);
+  Handle dxpl(checked(H5Pcreate(H5P_DATASET_XFER), path_, "H5Pcreate"), H5Pclose);
+  if (mpi_active()) checked(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE), path_, "set_dxpl_mpio");
+  static const char dummy = 0;
+  checked(H5Dwrite(d, mtype, mspace, fspace, dxpl, data ? data : &dummy), path_, "collective write " + path);
+}
+
+std::vector<char> h5_read_raw(const std::string& file, const std::string& dataset, std::vector<int64_t>* shape) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  Handle f(checked(H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), file, "open"), H5Fclose);
+  Handle d(checked(H5Dopen2(f, dataset.c_str(), H5P_DEFAULT), file, "open dataset " + dataset), H5Dclose);
+  Handle space(checked(H5Dget_space(d), file, "get_space"), H5Sclose);
+  const int nd = H5Sget_simple_extent_ndims(space);
+  std::vector<hsize_t> dims(static_cast<size_t>(std::max(nd, 0)));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  if (shape) shape->assign(dims.begin(), dims.end());
+  Handle mtype(checked(memory_type_of(d), file, "native type"), H5Tclose);
+  size_t n = 1;
+  for (auto x : dims) n *= x;
+  std::vector<char> out(n * H5Tget_size(mtype));
+  if (n) checked(H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()), file, "read " + dataset);
+  return out;
+}
+
+}  // namespace amosprep

@@ -1,0 +1,132 @@
+#include "amosprep/json_mirror.hpp"
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "amosprep/error.hpp"
+#include "amosprep/fsutil.hpp"
+#include "amosprep/pyjson.hpp"
+
+namespace amosprep {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+Json number(double d) {
+  if (!std::isfinite(d)) return nullptr;
+  return d;
+}
+
+// The double nearest to the float's shortest decimal form, so that 0.1f prints as 0.1 and parses back to 0.1f.
+Json number(float f) {
+  if (!std::isfinite(f)) return nullptr;
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf - 1, f);
+  *r.ptr = '\0';
+  return std::strtod(buf, nullptr);
+}
+
+template <class T>
+T load(const char* p) {
+  T x;
+  std::memcpy(&x, p, sizeof x);
+  return x;
+}
+
+Json element(py::DType t, const char* p) {
+  switch (t) {
+    case py::DType::f4: return number(load<float>(p));
+    case py::DType::f8: return number(load<double>(p));
+    case py::DType::i8: return load<int64_t>(p);
+    case py::DType::i4: return load<int32_t>(p);
+    case py::DType::i2: return load<int16_t>(p);
+    case py::DType::u1: return load<uint8_t>(p);
+    case py::DType::b1: return *p != 0;
+  }
+  return nullptr;
+}
+
+Json nested(const py::NdArray& a, size_t axis, const char*& p) {
+  if (axis == a.shape.size()) {
+    Json e = element(a.dtype, p);
+    p += py::dtype_size(a.dtype);
+    return e;
+  }
+  Json arr = Json::array();
+  for (int64_t i = 0; i < a.shape[axis]; ++i) arr.push_back(nested(a, axis + 1, p));
+  return arr;
+}
+
+// Python's repr of simple key values, for tuple keys.
+std::string py_repr(const py::Value& v) {
+  if (v.is<py::None>()) return "None";
+  if (v.is<bool>()) return v.as<bool>() ? "True" : "False";
+  if (v.is<int64_t>()) return std::to_string(v.as<int64_t>());
+  if (v.is<double>()) return python_float_repr(v.as<double>());
+  if (v.is<std::string>()) return "'" + v.as<std::string>() + "'";
+  if (v.is<py::Tuple>()) {
+    const auto& items = v.as<py::Tuple>().items;
+    std::string s = "(";
+    for (size_t i = 0; i < items.size(); ++i) s += (i ? ", " : "") + py_repr(items[i]);
+    return s + (items.size() == 1 ? ",)" : ")");
+  }
+  return to_json(v).dump();
+}
+
+// json.dumps key conversion: str as is, True/False/None -> "true"/"false"/"null", numbers via repr.
+std::string key_string(const py::Value& k) {
+  if (k.is<std::string>()) return k.as<std::string>();
+  if (k.is<bool>()) return k.as<bool>() ? "true" : "false";
+  if (k.is<py::None>()) return "null";
+  if (k.is<int64_t>()) return std::to_string(k.as<int64_t>());
+  if (k.is<double>()) return python_float_repr(k.as<double>());
+  if (k.is<py::NpScalar>()) {
+    const Json j = to_json(k);
+    return j.is_string() ? j.get<std::string>() : j.dump();
+  }
+  return py_repr(k);
+}
+
+}  // namespace
+
+nlohmann::ordered_json to_json(const py::Value& v) {
+  return std::visit(
+      [&](const auto& x) -> Json {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, py::None>) return nullptr;
+        else if constexpr (std::is_same_v<T, bool>) return x;
+        else if constexpr (std::is_same_v<T, int64_t>) return x;
+        else if constexpr (std::is_same_v<T, double>) return number(x);
+        else if constexpr (std::is_same_v<T, std::string>) return x;
+        else if constexpr (std::is_same_v<T, py::List> || std::is_same_v<T, py::Tuple>) {
+          Json arr = Json::array();
+          for (const auto& item : x.items) arr.push_back(to_json(item));
+          return arr;
+        } else if constexpr (std::is_same_v<T, py::Dict>) {
+          Json obj = Json::object();
+          for (const auto& [k, val] : x.items) obj[key_string(k)] = to_json(val);
+          return obj;
+        } else if constexpr (std::is_same_v<T, py::NdArray>) {
+          uint64_t n = 1;
+          for (int64_t s : x.shape) n *= static_cast<uint64_t>(s);
+          if (n * py::dtype_size(x.dtype) != x.bytes.size())
+            throw InternalError("json mirror: ndarray bytes do not match shape");
+          const char* p = x.bytes.data();
+          return nested(x, 0, p);
+        } else {
+          static_assert(std::is_same_v<T, py::NpScalar>);
+          if (x.bytes.size() != py::dtype_size(x.dtype)) throw InternalError("json mirror: bad numpy scalar");
+          return element(x.dtype, x.bytes.data());
+        }
+      },
+      v.v);
+}
+
+void write_json_mirror(const std::string& path, const py::Value& v) {
+  write_file_atomic(path, to_json(v).dump(2) + "\n");
+}
+
+}  // namespace amosprep

@@ -1,0 +1,943 @@
+// scipy 1.10 ndimage.zoom(mode='nearest', grid_mode=True) / skimage 0.19 resize / batchgenerators
+// resize_segmentation, as separable passes with exact re-evaluation, and nnU-Net v1 resample_patient on top.
+#include "amosprep/resample.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include "amosprep/error.hpp"
+
+namespace amosprep {
+namespace {
+
+// scipy's literal for the cubic B-spline pole (1 ulp away from sqrt(3.0) - 2.0).
+constexpr double kPole = -0.267949192431122706472553658494127633;
+// scipy >= 1.6 pads by 12 voxels (edge mode) before prefiltering for mode 'nearest'.
+constexpr int64_t kSplinePad = 12;
+// Label values within this distance of 0.5 are re-evaluated in scipy's order (separable error is ~1e-15).
+constexpr double kLabelTieBand = 1e-9;
+// |separable - tensor order| <= kDataGuard * (weighted sum of |coefficients|): about 80 roundings of u = 2^-53
+// each, with a safety factor of 3.
+constexpr double kDataGuard = 256.0 * 0x1p-53;
+// Prefilter window around a label's bounding box: truncation errors reach the box at ~z^(2*margin) = 1e-27.
+constexpr int64_t kLabelWindowMargin = 24;
+// Margin (in coefficients) beyond which a cubic one-hot cannot reach 0.5 (its tail there is below 0.1).
+constexpr int64_t kCubicReach = 2;
+constexpr int kTileLanes = 32;   // lines prefiltered together along axes 0 and 1
+constexpr int kRowLanes = 4;     // rows prefiltered together along axis 2
+
+struct Range {
+  int64_t lo = 0, hi = 0;
+  int64_t size() const { return hi - lo; }
+  bool empty() const { return hi <= lo; }
+};
+
+inline int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
+
+// Uninitialised, reusable storage: pages are first touched by the (parallel) stage that fills them.
+template <class T>
+struct RawBuffer {
+  std::unique_ptr<T[]> p;
+  size_t n = 0;
+  T* get(size_t need) {
+    if (need > n) {
+      p.reset();
+      p.reset(new T[need]);
+      n = need;
+    }
+    return p.get();
+  }
+  void release() {
+    p.reset();
+    n = 0;
+  }
+};
+
+struct Workspace {
+  RawBuffer<double> coef;  // prefiltered coefficients (order 3)
+  RawBuffer<double> t2;    // after the axis-2 and axis-1 passes
+  RawBuffer<float> a2;     // the same passes applied to |coefficients| (error bound, data only)
+  void release() {
+    coef.release();
+    t2.release();
+    a2.release();
+  }
+};
+
+Workspace& workspace() {
+  static thread_local Workspace ws;
+  return ws;
+}
+
+// Small per-thread scratch (line tiles, one slab of the axis-2 pass).
+struct Scratch {
+  std::vector<double> tile, t1, a1, row;
+};
+Scratch& scratch() {
+  static thread_local Scratch s;
+  return s;
+}
+
+// ---- sampling tables ---------------------------------------------------------------------------------------
+
+// How one output axis samples its source axis: `taps` source indices (in padded coordinates, clamped) and
+// weights per output index. An inactive axis (2-D mode) is the identity with one tap of weight 1.
+struct AxisMap {
+  int taps = 1;
+  bool prefilter = false;
+  int64_t n_in = 0, n_out = 0, pad = 0, n_src = 0;
+  std::vector<int64_t> idx;
+  std::vector<double> w;
+  const int64_t* idx_at(int64_t k) const { return idx.data() + k * taps; }
+  const double* w_at(int64_t k) const { return w.data() + k * taps; }
+};
+
+AxisMap make_axis_map(int64_t n_in, int64_t n_out, int order, bool active) {
+  AxisMap m;
+  m.n_in = n_in;
+  m.n_out = n_out;
+  if (!active) {
+    AMOSPREP_VERIFY(n_in == n_out, "inactive resampling axis must keep its size");
+    m.n_src = n_in;
+    m.idx.resize(static_cast<size_t>(n_out));
+    m.w.assign(static_cast<size_t>(n_out), 1.0);
+    for (int64_t k = 0; k < n_out; ++k) m.idx[static_cast<size_t>(k)] = k;
+    return m;
+  }
+  m.taps = order + 1;
+  m.prefilter = order > 1;
+  m.pad = m.prefilter ? kSplinePad : 0;
+  m.n_src = n_in + 2 * m.pad;
+  m.idx.resize(static_cast<size_t>(n_out * m.taps));
+  m.w.resize(static_cast<size_t>(n_out * m.taps));
+  const double scale = static_cast<double>(n_in) / static_cast<double>(n_out);
+  for (int64_t k = 0; k < n_out; ++k) {
+    const double cc = ((static_cast<double>(k) + 0.5) * scale - 0.5) + static_cast<double>(m.pad);
+    int64_t* idx = m.idx.data() + k * m.taps;
+    double* w = m.w.data() + k * m.taps;
+    int64_t start;
+    if (order == 0) {
+      start = static_cast<int64_t>(std::floor(cc + 0.5));
+      w[0] = 1.0;
+    } else {
+      const double f = std::floor(cc);
+      const double t = cc - f;
+      if (order == 1) {
+        start = static_cast<int64_t>(f);
+        w[0] = 1.0 - t;
+        w[1] = 1.0 - w[0];
+      } else {
+        start = static_cast<int64_t>(f) - 1;
+        const double y = t, z = 1.0 - t;
+        w[1] = ((((y * y) * (y - 2.0)) * 3.0) + 4.0) / 6.0;
+        w[2] = ((((z * z) * (z - 2.0)) * 3.0) + 4.0) / 6.0;
+        w[0] = ((z * z) * z) / 6.0;
+        w[3] = ((1.0 - w[0]) - w[1]) - w[2];
+      }
+    }
+    for (int j = 0; j < m.taps; ++j) idx[j] = clamp_index(start + j, m.n_src);
+  }
+  return m;
+}
+
+void check_order(int order) {
+  if (order != 0 && order != 1 && order != 3)
+    throw UsageError("resampling order " + std::to_string(order) + " is not supported (0, 1 or 3)");
+}
+
+// ---- the cubic prefilter (scipy 1.10 apply_filter with the 'nearest'/'reflect' initialisation) --------------
+
+// Prefilters lines stored interleaved, c[i * lanes + l] for i in [0, len). The lines are the window
+// [lo, lo + len) of lines of full length n; at_start / at_end say whether the window reaches the line's ends.
+// A window that covers the whole line gives scipy's result bit for bit. Otherwise the line outside the window is
+// taken as zero, which is exact up to ~z^(distance to the window edge).
+template <int kLanes>
+void prefilter_tile(double* c, int64_t len, int lanes_rt, int64_t n, bool at_start, bool at_end) {
+  const int64_t lanes = kLanes > 0 ? kLanes : lanes_rt;
+  if (n <= 1 || len <= 0) return;
+  const double z = kPole;
+  const double gain = (1.0 - z) * (1.0 - 1.0 / z);
+  for (int64_t i = 0; i < len * lanes; ++i) c[i] *= gain;
+
+  if (at_start) {
+    const double zn = std::pow(z, static_cast<double>(n));
+    double acc[kLanes > 0 ? kLanes : kTileLanes];
+    double c0[kLanes > 0 ? kLanes : kTileLanes];
+    auto line_at = [&](int64_t i) -> const double* { return i < len ? c + i * lanes : nullptr; };
+    const double* last = line_at(n - 1);
+    for (int64_t l = 0; l < lanes; ++l) {
+      c0[l] = c[l];
+      acc[l] = c[l] + zn * (last ? last[l] : 0.0);
+    }
+    double zi = z;
+    for (int64_t i = 1; i < n - 1; ++i) {
+      const double* a = line_at(i);
+      const double* b = line_at(n - 1 - i);
+      if (a && b) {
+        for (int64_t l = 0; l < lanes; ++l) acc[l] += zi * (a[l] + zn * b[l]);
+      } else if (a) {
+        for (int64_t l = 0; l < lanes; ++l) acc[l] += zi * (a[l] + zn * 0.0);
+      } else if (b) {
+        for (int64_t l = 0; l < lanes; ++l) acc[l] += zi * (0.0 + zn * b[l]);
+      } else {
+        for (int64_t l = 0; l < lanes; ++l) acc[l] += zi * (0.0 + zn * 0.0);
+      }
+      zi *= z;
+    }
+    // i = n - 1: scipy reads c[n - 1 - i] = c[0], i.e. the running sum itself.
+    for (int64_t l = 0; l < lanes; ++l) acc[l] += zi * ((last ? last[l] : 0.0) + zn * acc[l]);
+    const double f = z / (1.0 - zn * zn);
+    for (int64_t l = 0; l < lanes; ++l) {
+      acc[l] *= f;
+      acc[l] += c0[l];
+      c[l] = acc[l];
+    }
+  }
+  for (int64_t i = 1; i < len; ++i) {
+    double* cur = c + i * lanes;
+    const double* prev = cur - lanes;
+    for (int64_t l = 0; l < lanes; ++l) cur[l] += z * prev[l];
+  }
+  double* lastc = c + (len - 1) * lanes;
+  if (at_end) {
+    const double f = z / (z - 1.0);
+    for (int64_t l = 0; l < lanes; ++l) lastc[l] *= f;
+  } else {
+    for (int64_t l = 0; l < lanes; ++l) lastc[l] = z * (0.0 - lastc[l]);
+  }
+  for (int64_t i = len - 2; i >= 0; --i) {
+    double* cur = c + i * lanes;
+    const double* next = cur + lanes;
+    for (int64_t l = 0; l < lanes; ++l) cur[l] = z * (next[l] - cur[l]);
+  }
+}
+
+// ---- one zoom over a box ---------------------------------------------------------------------------------------
+
+// What one zoom computes: output box `out`, the source box `need` it reads (padded coordinates) and, for
+// prefiltered axes, the prefilter window `win` (padded coordinates, contains `need`).
+struct Region {
+  Range out[3], need[3], win[3];
+};
+
+Range need_of(const AxisMap& m, Range out) {
+  if (out.empty()) return {};
+  return {m.idx_at(out.lo)[0], m.idx_at(out.hi - 1)[m.taps - 1] + 1};
+}
+
+Region full_region(const AxisMap* const maps[3]) {
+  Region r;
+  for (int a = 0; a < 3; ++a) {
+    r.out[a] = {0, maps[a]->n_out};
+    r.need[a] = need_of(*maps[a], r.out[a]);
+    r.win[a] = {0, maps[a]->n_src};
+  }
+  return r;
+}
+
+// Runs the separable passes of one zoom of `src` (values mapped through `value`, e.g. a one-hot) over a region,
+// and evaluates single voxels in scipy's tensor order.
+template <class T, class Value>
+class Zoom {
+ public:
+  Zoom(const Array3<T>& src, Value value, const AxisMap* const maps[3], const Region& reg, bool want_bound)
+      : src_(src), value_(value), reg_(reg), bound_(want_bound) {
+    for (int a = 0; a < 3; ++a) m_[a] = maps[a];
+    prefiltered_ = m_[2]->prefilter;  // order 3: every active axis; axis 2 is always active
+    for (int a = 0; a < 3; ++a) {
+      if (m_[a]->prefilter) {
+        AMOSPREP_VERIFY(reg_.win[a].lo <= reg_.need[a].lo && reg_.need[a].hi <= reg_.win[a].hi,
+                        "prefilter window must contain the sampled range");
+        const int64_t pad = m_[a]->pad;
+        unp_[a] = {clamp_index(reg_.win[a].lo - pad, m_[a]->n_in), clamp_index(reg_.win[a].hi - 1 - pad, m_[a]->n_in) + 1};
+      } else {
+        unp_[a] = reg_.need[a];
+      }
+    }
+    ny_ = std::max(unp_[1].size(), reg_.need[1].size());
+    nx_ = std::max(unp_[2].size(), reg_.need[2].size());
+    r1_ = reg_.out[1].size();
+    r2_ = reg_.out[2].size();
+  }
+
+  // Stages 1-3: prefilter (order 3) and the axis-2 and axis-1 interpolation passes.
+  void run(Workspace& ws) {
+    const int64_t nz = reg_.need[0].size();
+    if (prefiltered_) {
+      coef_ = ws.coef.get(static_cast<size_t>(nz * ny_ * nx_));
+      fill_and_prefilter_axis0();
+      if (m_[1]->prefilter) prefilter_axis1();  // else (inactive axis 1) stage 1 already used the final rows
+    }
+    t2_ = ws.t2.get(static_cast<size_t>(nz * r1_ * r2_));
+    if (bound_) a2_ = ws.a2.get(static_cast<size_t>(nz * r1_ * r2_));
+    pass_axis2_axis1();
+  }
+
+  // Stage 4: the axis-0 pass; calls sink(k0, k1, line, bound) for every output row of the region, where
+  // line[k2 - out[2].lo] is the separable value and bound (null without want_bound) the error scale.
+  template <class Sink>
+  void finish(Sink&& sink) const {
+    const Range o0 = reg_.out[0], o1 = reg_.out[1];
+    const int64_t rows = o0.size() * o1.size();
+    const AxisMap& m0 = *m_[0];
+#pragma omp parallel
+    {
+      std::vector<double> line(static_cast<size_t>(r2_)), bound(bound_ ? static_cast<size_t>(r2_) : 0);
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t k0 = o0.lo + r / o1.size(), k1 = o1.lo + r % o1.size();
+        const int64_t* idx = m0.idx_at(k0);
+        const double* w = m0.w_at(k0);
+        double* ln = line.data();
+        const double* t = t2_ + ((idx[0] - reg_.need[0].lo) * r1_ + (k1 - o1.lo)) * r2_;
+        for (int64_t i = 0; i < r2_; ++i) ln[i] = w[0] * t[i];
+        for (int j = 1; j < m0.taps; ++j) {
+          t = t2_ + ((idx[j] - reg_.need[0].lo) * r1_ + (k1 - o1.lo)) * r2_;
+          for (int64_t i = 0; i < r2_; ++i) ln[i] += w[j] * t[i];
+        }
+        if (bound_) {
+          double* bd = bound.data();
+          const float* a = a2_ + ((idx[0] - reg_.need[0].lo) * r1_ + (k1 - o1.lo)) * r2_;
+          for (int64_t i = 0; i < r2_; ++i) bd[i] = w[0] * static_cast<double>(a[i]);
+          for (int j = 1; j < m0.taps; ++j) {
+            a = a2_ + ((idx[j] - reg_.need[0].lo) * r1_ + (k1 - o1.lo)) * r2_;
+            for (int64_t i = 0; i < r2_; ++i) bd[i] += w[j] * static_cast<double>(a[i]);
+          }
+        }
+        sink(k0, k1, static_cast<const double*>(ln), bound_ ? static_cast<const double*>(bound.data()) : nullptr);
+      }
+    }
+  }
+
+  // scipy's evaluation of output voxel (k0, k1, k2): coefficients times the axis weights in axis order, summed
+  // over the kernel in C order.
+  double exact(int64_t k0, int64_t k1, int64_t k2) const {
+    const int64_t* i0 = m_[0]->idx_at(k0);
+    const int64_t* i1 = m_[1]->idx_at(k1);
+    const int64_t* i2 = m_[2]->idx_at(k2);
+    const double* w0 = m_[0]->w_at(k0);
+    const double* w1 = m_[1]->w_at(k1);
+    const double* w2 = m_[2]->w_at(k2);
+    double t = 0.0;
+    for (int j0 = 0; j0 < m_[0]->taps; ++j0)
+      for (int j1 = 0; j1 < m_[1]->taps; ++j1)
+        for (int j2 = 0; j2 < m_[2]->taps; ++j2) t += ((coef(i0[j0], i1[j1], i2[j2]) * w0[j0]) * w1[j1]) * w2[j2];
+    return t;
+  }
+
+ private:
+  double coef(int64_t i0, int64_t i1, int64_t i2) const {
+    if (prefiltered_)
+      return coef_[((i0 - reg_.need[0].lo) * ny_ + (i1 - reg_.need[1].lo)) * nx_ + (i2 - reg_.need[2].lo)];
+    return value_(src_(i0, i1, i2));
+  }
+
+  // Stage 1: source values (one-hot or widened data, edge padding by clamping) prefiltered along axis 0 over the
+  // window, kept for the sampled z range. Only distinct (y, x) lines are computed: the padding replicates them.
+  void fill_and_prefilter_axis0() {
+    const Range uy = unp_[1], ux = unp_[2], wz = reg_.win[0], nzr = reg_.need[0];
+    const AxisMap& m0 = *m_[0];
+    const int64_t nxb = (ux.size() + kTileLanes - 1) / kTileLanes;
+    if (!m0.prefilter) {  // inactive axis 0 (2-D or 1-D images): plain copy
+#pragma omp parallel for schedule(static)
+      for (int64_t zy = 0; zy < nzr.size() * uy.size(); ++zy) {
+        const int64_t zs = zy / uy.size(), y = uy.lo + zy % uy.size();
+        const T* s = &src_(nzr.lo + zs, y, ux.lo);
+        double* d = coef_ + (zs * ny_ + (y - uy.lo)) * nx_;
+        for (int64_t x = 0; x < ux.size(); ++x) d[x] = value_(s[x]);
+      }
+      return;
+    }
+#pragma omp parallel
+    {
+      std::vector<double>& tile = scratch().tile;
+      if (tile.size() < static_cast<size_t>(wz.size() * kTileLanes)) tile.resize(static_cast<size_t>(wz.size() * kTileLanes));
+#pragma omp for schedule(dynamic, 4)
+      for (int64_t job = 0; job < uy.size() * nxb; ++job) {
+        const int64_t y = uy.lo + job / nxb, x0 = ux.lo + (job % nxb) * kTileLanes;
+        const int lanes = static_cast<int>(std::min<int64_t>(kTileLanes, ux.hi - x0));
+        double* c = tile.data();
+        for (int64_t zp = wz.lo; zp < wz.hi; ++zp) {
+          const T* s = &src_(clamp_index(zp - m0.pad, m0.n_in), y, x0);
+          double* d = c + (zp - wz.lo) * lanes;
+          for (int l = 0; l < lanes; ++l) d[l] = value_(s[l]);
+        }
+        prefilter_tile<0>(c, wz.size(), lanes, m0.n_src, wz.lo == 0, wz.hi == m0.n_src);
+        for (int64_t zp = nzr.lo; zp < nzr.hi; ++zp) {
+          const double* s = c + (zp - wz.lo) * lanes;
+          double* d = coef_ + ((zp - nzr.lo) * ny_ + (y - uy.lo)) * nx_ + (x0 - ux.lo);
+          for (int l = 0; l < lanes; ++l) d[l] = s[l];
+        }
+      }
+    }
+  }
+
+  // Stage 2: prefilter along axis 1 (lines over the y window, rows replicated by clamping), in place.
+  void prefilter_axis1() {
+    const Range uy = unp_[1], ux = unp_[2], wy = reg_.win[1], nyr = reg_.need[1];
+    const AxisMap& m1 = *m_[1];
+    const int64_t nz = reg_.need[0].size();
+    const int64_t nxb = (ux.size() + kTileLanes - 1) / kTileLanes;
+#pragma omp parallel
+    {
+      std::vector<double>& tile = scratch().tile;
+      if (tile.size() < static_cast<size_t>(wy.size() * kTileLanes)) tile.resize(static_cast<size_t>(wy.size() * kTileLanes));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t zs = 0; zs < nz; ++zs) {
+        for (int64_t xb = 0; xb < nxb; ++xb) {
+          const int64_t xs = xb * kTileLanes;
+          const int lanes = static_cast<int>(std::min<int64_t>(kTileLanes, ux.size() - xs));
+          double* c = tile.data();
+          for (int64_t yp = wy.lo; yp < wy.hi; ++yp) {
+            const double* s = coef_ + (zs * ny_ + (clamp_index(yp - m1.pad, m1.n_in) - uy.lo)) * nx_ + xs;
+            double* d = c + (yp - wy.lo) * lanes;
+            for (int l = 0; l < lanes; ++l) d[l] = s[l];
+          }
+          prefilter_tile<0>(c, wy.size(), lanes, m1.n_src, wy.lo == 0, wy.hi == m1.n_src);
+          for (int64_t yp = nyr.lo; yp < nyr.hi; ++yp) {
+            const double* s = c + (yp - wy.lo) * lanes;
+            double* d = coef_ + (zs * ny_ + (yp - nyr.lo)) * nx_ + xs;
+            for (int l = 0; l < lanes; ++l) d[l] = s[l];
+          }
+        }
+      }
+    }
+  }
+
+  // Stage 3, per z slab: prefilter rows along axis 2 (order 3), interpolate them along axis 2, then the slab
+  // along axis 1 into t2 (and the same for |coefficients| into a2).
+  void pass_axis2_axis1() {
+    const Range nyr = reg_.need[1], nxr = reg_.need[2], o1 = reg_.out[1], o2 = reg_.out[2];
+    const Range ux = unp_[2], wx = reg_.win[2];
+    const AxisMap& m1 = *m_[1];
+    const AxisMap& m2 = *m_[2];
+    const int64_t nz = reg_.need[0].size(), nrows = nyr.size();
+#pragma omp parallel
+    {
+      Scratch& sc = scratch();
+      const size_t t1n = static_cast<size_t>(nrows * r2_);
+      if (sc.t1.size() < t1n) sc.t1.resize(t1n);
+      if (bound_ && sc.a1.size() < t1n) sc.a1.resize(t1n);
+      if (prefiltered_ && sc.tile.size() < static_cast<size_t>(wx.size() * kRowLanes))
+        sc.tile.resize(static_cast<size_t>(wx.size() * kRowLanes));
+      if (!prefiltered_ && sc.row.size() < static_cast<size_t>(nxr.size())) sc.row.resize(static_cast<size_t>(nxr.size()));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t zs = 0; zs < nz; ++zs) {
+        double* t1 = sc.t1.data();
+        double* a1 = bound_ ? sc.a1.data() : nullptr;
+        if (prefiltered_) {
+          for (int64_t ys0 = 0; ys0 < nrows; ys0 += kRowLanes) {
+            const int lanes = static_cast<int>(std::min<int64_t>(kRowLanes, nrows - ys0));
+            double* c = sc.tile.data();
+            for (int l = 0; l < lanes; ++l) {
+              const double* s = coef_ + (zs * ny_ + ys0 + l) * nx_;
+              for (int64_t xp = wx.lo; xp < wx.hi; ++xp)
+                c[(xp - wx.lo) * lanes + l] = s[clamp_index(xp - m2.pad, m2.n_in) - ux.lo];
+            }
+            if (lanes == kRowLanes)
+              prefilter_tile<kRowLanes>(c, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
+            else
+              prefilter_tile<0>(c, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
+            for (int l = 0; l < lanes; ++l) {
+              double* d = coef_ + (zs * ny_ + ys0 + l) * nx_;
+              for (int64_t xp = nxr.lo; xp < nxr.hi; ++xp) d[xp - nxr.lo] = c[(xp - wx.lo) * lanes + l];
+              interpolate_row(d, ys0 + l, t1, a1);
+            }
+          }
+        } else {
+          double* row = sc.row.data();
+          for (int64_t ys = 0; ys < nrows; ++ys) {
+            const T* s = &src_(reg_.need[0].lo + zs, nyr.lo + ys, nxr.lo);
+            for (int64_t x = 0; x < nxr.size(); ++x) row[x] = value_(s[x]);
+            interpolate_row(row, ys, t1, a1);
+          }
+        }
+        // axis 1
+        for (int64_t k1 = o1.lo; k1 < o1.hi; ++k1) {
+          const int64_t* idx = m1.idx_at(k1);
+          const double* w = m1.w_at(k1);
+          double* d = t2_ + (zs * r1_ + (k1 - o1.lo)) * r2_;
+          const double* s = t1 + (idx[0] - nyr.lo) * r2_;
+          for (int64_t i = 0; i < r2_; ++i) d[i] = w[0] * s[i];
+          for (int j = 1; j < m1.taps; ++j) {
+            s = t1 + (idx[j] - nyr.lo) * r2_;
+            for (int64_t i = 0; i < r2_; ++i) d[i] += w[j] * s[i];
+          }
+          if (bound_) {
+            float* da = a2_ + (zs * r1_ + (k1 - o1.lo)) * r2_;
+            double acc_row[256];
+            for (int64_t i0 = 0; i0 < r2_; i0 += 256) {
+              const int64_t n = std::min<int64_t>(256, r2_ - i0);
+              const double* sa = a1 + (idx[0] - nyr.lo) * r2_ + i0;
+              for (int64_t i = 0; i < n; ++i) acc_row[i] = w[0] * sa[i];
+              for (int j = 1; j < m1.taps; ++j) {
+                sa = a1 + (idx[j] - nyr.lo) * r2_ + i0;
+                for (int64_t i = 0; i < n; ++i) acc_row[i] += w[j] * sa[i];
+              }
+              // round up so that the float bound never falls below the double one
+              for (int64_t i = 0; i < n; ++i) da[i0 + i] = static_cast<float>(acc_row[i] * (1.0 + 0x1p-20));
+            }
+          }
+        }
+        (void)o2;
+      }
+    }
+  }
+
+  // Axis-2 interpolation of one source row (row[x - need[2].lo]) into row ys of the slab buffer.
+  void interpolate_row(const double* row, int64_t ys, double* t1, double* a1) const {
+    const AxisMap& m2 = *m_[2];
+    const Range o2 = reg_.out[2];
+    const int64_t base = reg_.need[2].lo;
+    double* d = t1 + ys * r2_;
+    double* da = a1 ? a1 + ys * r2_ : nullptr;
+    if (m2.taps == 4) {
+      for (int64_t k = o2.lo; k < o2.hi; ++k) {
+        const int64_t* idx = m2.idx_at(k);
+        const double* w = m2.w_at(k);
+        const double p0 = row[idx[0] - base], p1 = row[idx[1] - base], p2 = row[idx[2] - base], p3 = row[idx[3] - base];
+        d[k - o2.lo] = ((w[0] * p0 + w[1] * p1) + w[2] * p2) + w[3] * p3;
+        if (da) da[k - o2.lo] = ((w[0] * std::fabs(p0) + w[1] * std::fabs(p1)) + w[2] * std::fabs(p2)) + w[3] * std::fabs(p3);
+      }
+    } else {
+      for (int64_t k = o2.lo; k < o2.hi; ++k) {
+        const int64_t* idx = m2.idx_at(k);
+        const double* w = m2.w_at(k);
+        double acc = w[0] * row[idx[0] - base], aacc = w[0] * std::fabs(row[idx[0] - base]);
+        for (int j = 1; j < m2.taps; ++j) {
+          acc += w[j] * row[idx[j] - base];
+          aacc += w[j] * std::fabs(row[idx[j] - base]);
+        }
+        d[k - o2.lo] = acc;
+        if (da) da[k - o2.lo] = aacc;
+      }
+    }
+  }
+
+  const Array3<T>& src_;
+  Value value_;
+  const AxisMap* m_[3];
+  Region reg_;
+  bool bound_;
+  bool prefiltered_ = false;
+  Range unp_[3];            // unpadded source range per axis feeding the windows (prefiltered axes)
+  int64_t ny_ = 0, nx_ = 0;  // coefficient buffer row/plane strides
+  int64_t r1_ = 0, r2_ = 0;
+  double* coef_ = nullptr;
+  double* t2_ = nullptr;
+  float* a2_ = nullptr;
+};
+
+struct Widen {
+  double operator()(float v) const { return static_cast<double>(v); }
+  double operator()(double v) const { return v; }
+};
+struct OneHot {
+  float label;
+  double operator()(float v) const { return v == label ? 1.0 : 0.0; }
+};
+
+void check_shapes(const Shape3& in, const Shape3& out) {
+  for (int a = 0; a < 3; ++a)
+    if (in[a] <= 0 || out[a] <= 0)
+      throw InputError("", "", "resampling needs non-empty shapes (got " + std::to_string(in[a]) + " -> " +
+                                   std::to_string(out[a]) + " on axis " + std::to_string(a) + ")");
+}
+
+// skimage resize of a whole volume (all axes) or of every axis-0 slice as a 2-D image (per-slice clip).
+void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int order, bool slices, Array3<float>& out) {
+  check_order(order);
+  check_shapes(in.shape, out_shape);
+  if (slices) AMOSPREP_VERIFY(in.shape[0] == out_shape[0], "slice-wise resize keeps axis 0");
+  const AxisMap m0 = make_axis_map(in.shape[0], out_shape[0], order, !slices);
+  const AxisMap m1 = make_axis_map(in.shape[1], out_shape[1], order, true);
+  const AxisMap m2 = make_axis_map(in.shape[2], out_shape[2], order, true);
+  const AxisMap* maps[3] = {&m0, &m1, &m2};
+
+  // clip bounds: the whole input, or each slice
+  const int64_t nb = slices ? in.shape[0] : 1;
+  const int64_t per = static_cast<int64_t>(in.size()) / nb;
+  std::vector<double> lo(static_cast<size_t>(nb)), hi(static_cast<size_t>(nb));
+  {
+    const int64_t chunks = slices ? 1 : std::max<int64_t>(1, std::min<int64_t>(256, per / 65536));
+    const int64_t chunk_len = (per + chunks - 1) / chunks;
+    std::vector<float> cmin(static_cast<size_t>(nb * chunks)), cmax(static_cast<size_t>(nb * chunks));
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < nb * chunks; ++j) {
+      const int64_t b = j / chunks, c = j % chunks;
+      const float* p = in.data() + b * per;
+      const int64_t s = c * chunk_len, e = std::min(per, s + chunk_len);
+      float mn = std::numeric_limits<float>::infinity(), mx = -mn;
+      for (int64_t i = s; i < e; ++i) {
+        mn = std::min(mn, p[i]);
+        mx = std::max(mx, p[i]);
+      }
+      cmin[static_cast<size_t>(j)] = mn;
+      cmax[static_cast<size_t>(j)] = mx;
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+      float mn = std::numeric_limits<float>::infinity(), mx = -mn;
+      for (int64_t c = 0; c < chunks; ++c) {
+        mn = std::min(mn, cmin[static_cast<size_t>(b * chunks + c)]);
+        mx = std::max(mx, cmax[static_cast<size_t>(b * chunks + c)]);
+      }
+      lo[static_cast<size_t>(b)] = mn;
+      hi[static_cast<size_t>(b)] = mx;
+    }
+  }
+
+  out.shape = out_shape;
+  out.v.resize(static_cast<size_t>(voxel_count(out_shape)));
+  if (order == 0) {  // nearest: copies input values, which lie inside the clip range
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < out_shape[0] * out_shape[1]; ++r) {
+      const int64_t k0 = r / out_shape[1], k1 = r % out_shape[1];
+      const float* s = &in(m0.idx[static_cast<size_t>(k0)], m1.idx[static_cast<size_t>(k1)], 0);
+      float* d = &out(k0, k1, 0);
+      for (int64_t k2 = 0; k2 < out_shape[2]; ++k2) d[k2] = s[m2.idx[static_cast<size_t>(k2)]];
+    }
+    return;
+  }
+  Zoom<float, Widen> zoom(in, Widen{}, maps, full_region(maps), true);
+  zoom.run(workspace());
+  const int64_t m2n = out_shape[2];
+  zoom.finish([&](int64_t k0, int64_t k1, const double* line, const double* bound) {
+    const double clo = lo[static_cast<size_t>(slices ? k0 : 0)], chi = hi[static_cast<size_t>(slices ? k0 : 0)];
+    auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
+    float* d = &out(k0, k1, 0);
+    for (int64_t k2 = 0; k2 < m2n; ++k2) {
+      const double v = line[k2] + 0.0;  // scipy's sum starts at +0.0, so it never yields -0.0
+      const double tol = kDataGuard * bound[k2];
+      const float r_lo = static_cast<float>(clip(v - tol)), r_hi = static_cast<float>(clip(v + tol));
+      d[k2] = r_lo == r_hi ? r_lo : static_cast<float>(clip(zoom.exact(k0, k1, k2)));
+    }
+  });
+}
+
+// One label's output box (and its sampled source range) for a label whose source bounding box is `bb`
+// (unpadded, inclusive lo..hi-1). Empty when no output kernel reaches it.
+bool label_region(const AxisMap* const maps[3], const Range bb[3], const Range restrict_out[3], Region& reg) {
+  for (int a = 0; a < 3; ++a) {
+    const AxisMap& m = *maps[a];
+    // padded support: edge padding replicates a label touching the border into the pad
+    const int64_t slo = bb[a].lo == 0 ? 0 : bb[a].lo + m.pad;
+    const int64_t shi = bb[a].hi == m.n_in ? m.n_src - 1 : bb[a].hi - 1 + m.pad;
+    const int64_t reach = m.prefilter ? kCubicReach : 0;
+    int64_t lo = m.n_out, hi = 0;
+    for (int64_t k = 0; k < m.n_out; ++k) {
+      const int64_t* idx = m.idx_at(k);
+      if (idx[m.taps - 1] >= slo - reach && idx[0] <= shi + reach) {
+        lo = std::min(lo, k);
+        hi = k + 1;
+      }
+    }
+    lo = std::max(lo, restrict_out[a].lo);
+    hi = std::min(hi, restrict_out[a].hi);
+    if (hi <= lo) return false;
+    reg.out[a] = {lo, hi};
+    reg.need[a] = need_of(m, reg.out[a]);
+    if (m.prefilter)
+      reg.win[a] = {std::max<int64_t>(0, slo - kLabelWindowMargin), std::min(m.n_src, shi + kLabelWindowMargin + 1)};
+    else
+      reg.win[a] = reg.need[a];
+  }
+  return true;
+}
+
+struct LabelBox {
+  float label;
+  Range bb[3];
+};
+
+// Distinct label values (ascending, NaN ignored) with their bounding boxes.
+std::vector<LabelBox> find_labels(const Array3<float>& seg) {
+  const int64_t nz = seg.shape[0], ny = seg.shape[1], nx = seg.shape[2];
+  auto merge = [](std::vector<LabelBox>& into, const LabelBox& b) {
+    for (auto& e : into)
+      if (e.label == b.label) {
+        for (int a = 0; a < 3; ++a) e.bb[a] = {std::min(e.bb[a].lo, b.bb[a].lo), std::max(e.bb[a].hi, b.bb[a].hi)};
+        return;
+      }
+    into.push_back(b);
+  };
+  std::vector<std::vector<LabelBox>> per_slice(static_cast<size_t>(nz));
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t z = 0; z < nz; ++z) {
+    std::vector<LabelBox>& boxes = per_slice[static_cast<size_t>(z)];
+    for (int64_t y = 0; y < ny; ++y) {
+      const float* row = &seg(z, y, 0);
+      int64_t x = 0;
+      while (x < nx) {
+        const float v = row[x];
+        int64_t e = x + 1;
+        while (e < nx && row[e] == v) ++e;
+        if (!std::isnan(v)) merge(boxes, LabelBox{v, {{z, z + 1}, {y, y + 1}, {x, e}}});
+        x = e;
+      }
+    }
+  }
+  std::vector<LabelBox> all;
+  for (const auto& boxes : per_slice)
+    for (const auto& b : boxes) merge(all, b);
+  std::sort(all.begin(), all.end(), [](const LabelBox& a, const LabelBox& b) { return a.label < b.label; });
+  return all;
+}
+
+void resize_segmentation_impl(const Array3<float>& seg, const Shape3& out_shape, int order, bool slices,
+                              Array3<float>& out) {
+  check_order(order);
+  check_shapes(seg.shape, out_shape);
+  if (slices) AMOSPREP_VERIFY(seg.shape[0] == out_shape[0], "slice-wise resize keeps axis 0");
+  if (order == 0) {  // batchgenerators: resize of the label values themselves (nearest), cast back
+    resize_data_impl(seg, out_shape, 0, slices, out);
+    return;
+  }
+  const AxisMap m0 = make_axis_map(seg.shape[0], out_shape[0], order, !slices);
+  const AxisMap m1 = make_axis_map(seg.shape[1], out_shape[1], order, true);
+  const AxisMap m2 = make_axis_map(seg.shape[2], out_shape[2], order, true);
+  const AxisMap* maps[3] = {&m0, &m1, &m2};
+  out.shape = out_shape;
+  out.v.assign(static_cast<size_t>(voxel_count(out_shape)), 0.0f);
+
+  const std::vector<LabelBox> labels = find_labels(seg);
+  const Range everywhere[3] = {{0, out_shape[0]}, {0, out_shape[1]}, {0, out_shape[2]}};
+  bool any_negative = false;
+  // Ascending order with overwriting = the largest label reaching 0.5 wins; 0 where none does. Label 0 itself
+  // only matters where a negative label was written, so it is evaluated only there.
+  for (const LabelBox& lb : labels) {
+    const bool background = lb.label == 0.0f;
+    if (background && !any_negative) continue;
+    Range restrict_out[3] = {everywhere[0], everywhere[1], everywhere[2]};
+    if (background) {  // bounding box of the output voxels holding a negative label
+      Range nb[3] = {{out_shape[0], 0}, {out_shape[1], 0}, {out_shape[2], 0}};
+      for (int64_t k0 = 0; k0 < out_shape[0]; ++k0)
+        for (int64_t k1 = 0; k1 < out_shape[1]; ++k1) {
+          const float* o = &out(k0, k1, 0);
+          for (int64_t k2 = 0; k2 < out_shape[2]; ++k2)
+            if (o[k2] < 0.0f) {
+              nb[0] = {std::min(nb[0].lo, k0), std::max(nb[0].hi, k0 + 1)};
+              nb[1] = {std::min(nb[1].lo, k1), std::max(nb[1].hi, k1 + 1)};
+              nb[2] = {std::min(nb[2].lo, k2), std::max(nb[2].hi, k2 + 1)};
+            }
+        }
+      if (nb[0].empty()) continue;
+      for (int a = 0; a < 3; ++a) restrict_out[a] = nb[a];
+    }
+    Region reg;
+    if (!label_region(maps, lb.bb, restrict_out, reg)) continue;
+    if (lb.label < 0.0f) any_negative = true;
+    Zoom<float, OneHot> zoom(seg, OneHot{lb.label}, maps, reg, false);
+    zoom.run(workspace());
+    const Range o2 = reg.out[2];
+    const float label = lb.label;
+    zoom.finish([&](int64_t k0, int64_t k1, const double* line, const double*) {
+      float* d = &out(k0, k1, 0);
+      for (int64_t k2 = o2.lo; k2 < o2.hi; ++k2) {
+        double v = line[k2 - o2.lo];
+        if (std::fabs(v - 0.5) < kLabelTieBand) v = zoom.exact(k0, k1, k2);
+        if (v >= 0.5 && (!background || d[k2] < 0.0f)) d[k2] = label;
+      }
+    });
+  }
+}
+
+// Output slice k along an axis of n_in -> n_out takes input slice src[k] (map_coordinates order 0, 'nearest').
+std::vector<int64_t> nearest_slices(int64_t n_in, int64_t n_out) {
+  std::vector<int64_t> src(static_cast<size_t>(n_out));
+  const double s = static_cast<double>(n_in) / static_cast<double>(n_out);
+  for (int64_t k = 0; k < n_out; ++k)
+    src[static_cast<size_t>(k)] =
+        clamp_index(static_cast<int64_t>(std::floor((s * (static_cast<double>(k) + 0.5) - 0.5) + 0.5)), n_in);
+  return src;
+}
+
+// a -> b with b's axis 0 = a's axis `axis` and the other two in their order (axis 0: plain copy).
+Array3<float> axis_first(const Array3<float>& a, int axis) {
+  if (axis == 0) return a;
+  const Shape3 s = a.shape;
+  const Shape3 t = axis == 1 ? Shape3{s[1], s[0], s[2]} : Shape3{s[2], s[0], s[1]};
+  Array3<float> b(t);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < t[0]; ++i)
+    for (int64_t j = 0; j < t[1]; ++j)
+      for (int64_t k = 0; k < t[2]; ++k) b(i, j, k) = axis == 1 ? a(j, i, k) : a(j, k, i);
+  return b;
+}
+
+// Inverse of axis_first composed with the nearest-slice mapping along the moved axis.
+void restore_axis_nearest(const Array3<float>& b, int axis, int64_t n_out, Array3<float>& out) {
+  const std::vector<int64_t> src = nearest_slices(b.shape[0], n_out);
+  const Shape3 t = b.shape;
+  const Shape3 s = axis == 0 ? Shape3{n_out, t[1], t[2]}
+                             : (axis == 1 ? Shape3{t[1], n_out, t[2]} : Shape3{t[1], t[2], n_out});
+  out.shape = s;
+  out.v.resize(static_cast<size_t>(voxel_count(s)));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < s[0]; ++i)
+    for (int64_t j = 0; j < s[1]; ++j) {
+      float* d = &out(i, j, 0);
+      if (axis == 0) {
+        const float* p = &b(src[static_cast<size_t>(i)], j, 0);
+        std::copy(p, p + s[2], d);
+      } else if (axis == 1) {
+        const float* p = &b(src[static_cast<size_t>(j)], i, 0);
+        std::copy(p, p + s[2], d);
+      } else {
+        for (int64_t k = 0; k < s[2]; ++k) d[k] = b(src[static_cast<size_t>(k)], i, j);
+      }
+    }
+}
+
+// resample_data_or_seg for one channel (§6.4).
+void resample_channel(const Array3<float>& in, const Shape3& new_shape, bool is_seg, int order, const SeparateZ& sz,
+                      Array3<float>& out) {
+  if (in.shape == new_shape) {
+    out = in;
+    return;
+  }
+  if (!sz.separate) {
+    if (is_seg)
+      resize_segmentation_impl(in, new_shape, order, false, out);
+    else
+      resize_data_impl(in, new_shape, order, false, out);
+    return;
+  }
+  const int ax = sz.axis;
+  const Array3<float> moved = axis_first(in, ax);
+  Shape3 plane_shape = moved.shape;  // slices along axis 0, resized in-plane
+  int p = 1;
+  for (int a = 0; a < 3; ++a)
+    if (a != ax) plane_shape[p++] = new_shape[a];
+  Array3<float> tmp;
+  if (is_seg)
+    resize_segmentation_impl(moved, plane_shape, order, true, tmp);
+  else
+    resize_data_impl(moved, plane_shape, order, true, tmp);
+  restore_axis_nearest(tmp, ax, new_shape[ax], out);
+}
+
+}  // namespace
+
+SeparateZ decide_separate_z(const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                            std::optional<bool> force_separate_z) {
+  auto lowres = [](const std::array<double, 3>& s) {
+    const double mx = std::max({s[0], s[1], s[2]});
+    std::vector<int> axes;
+    for (int a = 0; a < 3; ++a)
+      if (mx / s[a] == 1.0) axes.push_back(a);
+    return axes;
+  };
+  auto anisotropic = [](const std::array<double, 3>& s) {
+    return std::max({s[0], s[1], s[2]}) / std::min({s[0], s[1], s[2]}) > 3.0;
+  };
+  SeparateZ r;
+  std::vector<int> axes;
+  bool has_axis = false;
+  if (force_separate_z.has_value()) {
+    r.separate = *force_separate_z;
+    if (r.separate) {
+      axes = lowres(spacing);
+      has_axis = true;
+    }
+  } else if (anisotropic(spacing)) {
+    r.separate = true;
+    axes = lowres(spacing);
+    has_axis = true;
+  } else if (anisotropic(target)) {
+    r.separate = true;
+    axes = lowres(target);
+    has_axis = true;
+  }
+  if (has_axis && axes.size() != 1) r.separate = false;
+  r.axis = r.separate ? axes[0] : -1;
+  return r;
+}
+
+Shape3 resampled_shape(const std::array<double, 3>& spacing, const std::array<double, 3>& target, const Shape3& shape) {
+  Shape3 s{};
+  for (int a = 0; a < 3; ++a)
+    s[a] = static_cast<int64_t>(std::nearbyint((spacing[a] / target[a]) * static_cast<double>(shape[a])));
+  return s;
+}
+
+void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+                      const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                      const ResampleSettings& settings, std::vector<Array3<float>>& data_out, Array3<float>& seg_out) {
+  const bool has_seg = seg.size() > 0;
+  if (data.empty() && !has_seg) throw UsageError("resample_patient needs data or a segmentation");
+  const Shape3 shape = data.empty() ? seg.shape : data[0].shape;
+  for (const auto& c : data)
+    if (c.shape != shape) throw InputError("", "", "data channels differ in shape");
+  if (has_seg && seg.shape != shape) throw InputError("", "", "segmentation and data differ in shape");
+  const Shape3 new_shape = resampled_shape(spacing, target, shape);
+  const SeparateZ sz = decide_separate_z(spacing, target, settings.force_separate_z);
+  if (sz.separate && shape[sz.axis] != new_shape[sz.axis] && (settings.order_z_data != 0 || settings.order_z_seg != 0))
+    throw UsageError("separate-z resampling with order_z > 0 is not supported");
+  data_out.resize(data.size());
+  for (size_t c = 0; c < data.size(); ++c)
+    resample_channel(data[c], new_shape, false, settings.order_data, sz, data_out[c]);
+  if (has_seg)
+    resample_channel(seg, new_shape, true, settings.order_seg, sz, seg_out);
+  else
+    seg_out = Array3<float>();
+}
+
+void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
+  resize_data_impl(in, out_shape, order, false, out);
+}
+void resize_segmentation(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out) {
+  resize_segmentation_impl(seg, out_shape, order, false, out);
+}
+void resize_data_slices(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
+  resize_data_impl(in, out_shape, order, true, out);
+}
+void resize_segmentation_slices(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out) {
+  resize_segmentation_impl(seg, out_shape, order, true, out);
+}
+
+void release_resample_buffers() { workspace().release(); }
+
+namespace resample_detail {
+
+Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int order, int ndim, bool exact) {
+  check_order(order);
+  check_shapes(in.shape, out_shape);
+  AMOSPREP_VERIFY(ndim >= 1 && ndim <= 3, "ndim must be 1, 2 or 3");
+  AxisMap m[3];
+  for (int a = 0; a < 3; ++a) m[a] = make_axis_map(in.shape[a], out_shape[a], order, a >= 3 - ndim);
+  const AxisMap* maps[3] = {&m[0], &m[1], &m[2]};
+  const double lo = *std::min_element(in.v.begin(), in.v.end());
+  const double hi = *std::max_element(in.v.begin(), in.v.end());
+  Array3<double> out(out_shape);
+  auto clip = [&](double v) { return std::min(std::max(v, lo), hi); };
+  if (order == 0) {
+    for (int64_t k0 = 0; k0 < out_shape[0]; ++k0)
+      for (int64_t k1 = 0; k1 < out_shape[1]; ++k1)
+        for (int64_t k2 = 0; k2 < out_shape[2]; ++k2)
+          out(k0, k1, k2) = in(m[0].idx_at(k0)[0], m[1].idx_at(k1)[0], m[2].idx_at(k2)[0]);
+    return out;
+  }
+  Zoom<double, Widen> zoom(in, Widen{}, maps, full_region(maps), false);
+  zoom.run(workspace());
+  zoom.finish([&](int64_t k0, int64_t k1, const double* line, const double*) {
+    for (int64_t k2 = 0; k2 < out_shape[2]; ++k2)
+      out(k0, k1, k2) = clip(exact ? zoom.exact(k0, k1, k2) : line[k2] + 0.0);
+  });
+  return out;
+}
+
+std::vector<double> spline_filter_line(std::vector<double> line) {
+  const int64_t n = static_cast<int64_t>(line.size());
+  prefilter_tile<1>(line.data(), n, 1, n, true, true);
+  return line;
+}
+
+}  // namespace resample_detail
+
+}  // namespace amosprep

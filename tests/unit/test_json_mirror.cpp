@@ -1,0 +1,80 @@
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <limits>
+
+#include "amosprep/error.hpp"
+#include "amosprep/fsutil.hpp"
+#include "amosprep/json_mirror.hpp"
+
+namespace fs = std::filesystem;
+using namespace amosprep;
+
+namespace amosprep::testdata {
+py::Value expected_types();  // test_pickle_writer.cpp
+}
+
+namespace {
+
+int run_json_checker(const std::string& args, std::string* output) {
+  if (::access("/usr/bin/python3", X_OK) != 0) return 77;
+  const std::string cmd = "/usr/bin/python3 '" + std::string(AMOSPREP_SOURCE_DIR) +
+                          "/tests/python/check_formats.py' " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
+  const int status = ::pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST(JsonMirror, ConvertsKeysArraysScalarsAndNonFinite) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const py::Value v = py::odict({
+      {"a", 1},
+      {3, py::tuple({1.5, std::numeric_limits<double>::quiet_NaN()})},
+      {"arr", py::nd_f4({0.1f, -2.0f}, {1, 2})},
+      {"s", py::np_float32(0.1f)},
+      {"b", py::np_bool(true)},
+      {true, py::Value()},
+      {py::Value(), 0.25},
+      {2.5, "float key"},
+      {"i", py::np_int64(int64_t(1) << 40)},
+      {py::tuple({1, 2}), "x"},
+      {"e", py::nd_i8({}, {0, 3})},
+      {"z", py::Value(py::NdArray{py::DType::f8, {}, std::string("\0\0\0\0\0\0\x04@", 8)})},
+      {"inf", -inf},
+      {"od", py::odict({{0, false}})},
+  });
+  EXPECT_EQ(to_json(v).dump(),
+            R"js({"a":1,"3":[1.5,null],"arr":[[0.1,-2.0]],"s":0.1,"b":true,"true":null,"null":0.25,)js"
+            R"js("2.5":"float key","i":1099511627776,"(1, 2)":"x","e":[],"z":2.5,"inf":null,"od":{"0":false}})js");
+}
+
+TEST(JsonMirror, WritesIndentedFileAtomically) {
+  const fs::path dir = fs::temp_directory_path() / ("amosprep_json_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "m.json").string();
+  write_json_mirror(path, py::odict({{"k", py::list({1, 2})}}));
+  EXPECT_EQ(read_file(path), "{\n  \"k\": [\n    1,\n    2\n  ]\n}\n");
+  fs::remove_all(dir);
+  EXPECT_THROW(write_json_mirror("/nonexistent-dir-amosprep/m.json", py::Value(1)), IoError);
+}
+
+TEST(JsonMirror, PythonSeesTheDocumentedViewOfEveryType) {
+  const fs::path dir = fs::temp_directory_path() / ("amosprep_json_py_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "types.json").string();
+  write_json_mirror(path, testdata::expected_types());
+  std::string out;
+  const int rc = run_json_checker("json-types '" + path + "'", &out);
+  fs::remove_all(dir);
+  if (rc == 77) GTEST_SKIP() << "/usr/bin/python3 with numpy not available: " << out;
+  EXPECT_EQ(rc, 0) << out;
+}

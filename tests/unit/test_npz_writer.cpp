@@ -1,0 +1,275 @@
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+
+#include "amosprep/error.hpp"
+#include "amosprep/fsutil.hpp"
+#include "amosprep/npz_writer.hpp"
+
+namespace fs = std::filesystem;
+using namespace amosprep;
+
+namespace {
+
+struct NpzTempDir {
+  fs::path path;
+  explicit NpzTempDir(const std::string& tag) {
+    static int counter = 0;
+    path = fs::temp_directory_path() /
+           ("amosprep_npz_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~NpzTempDir() { fs::remove_all(path); }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  int entries() const {
+    int n = 0;
+    for (auto& e : fs::directory_iterator(path)) { (void)e; ++n; }
+    return n;
+  }
+};
+
+// Runs tests/python/check_formats.py with /usr/bin/python3; 77 = numpy (or python) missing.
+int run_format_checker(const std::string& args, std::string* output) {
+  if (::access("/usr/bin/python3", X_OK) != 0) return 77;
+  const std::string cmd = "/usr/bin/python3 '" + std::string(AMOSPREP_SOURCE_DIR) +
+                          "/tests/python/check_formats.py' " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
+  const int status = ::pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Same values as expected_f32() in check_formats.py: f32(i * 0.37 - 11) with -0, NaN, inf, -1 in front.
+std::vector<float> sample_f32(size_t n) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(static_cast<double>(i) * 0.37 - 11.0);
+  if (n >= 4) {
+    v[0] = -0.0f;
+    v[1] = std::numeric_limits<float>::quiet_NaN();
+    v[2] = std::numeric_limits<float>::infinity();
+    v[3] = -1.0f;
+  }
+  return v;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+// The members of expected_multi() in check_formats.py.
+void add_multi(NpzWriter& w, const std::vector<float>& data) {
+  const double spacing[] = {5.0, 0.8369140625, 0.837890625};
+  int64_t locations[12];
+  for (int i = 0; i < 12; ++i) locations[i] = i - 5;
+  const uint8_t mask[] = {0, 1, 255};
+  const uint8_t flags[] = {1, 0, 1};
+  const int16_t hu[] = {-1024, 3071, 0};
+  const float scalar = 0.5f;
+  w.add("data", py::DType::f4, data.data(), {2, 3, 4, 5});
+  w.add("spacing", py::DType::f8, spacing, {3});
+  w.add("locations", py::DType::i8, locations, {4, 3});
+  w.add("mask", py::DType::u1, mask, {1, 3});
+  w.add("flags", py::DType::b1, flags, {3});
+  w.add("hu", py::DType::i2, hu, {3});
+  w.add("scalar", py::DType::f4, &scalar, {});
+  w.add("empty", py::DType::f4, nullptr, {0, 4});
+}
+
+const NpzCompression kModes[] = {NpzCompression::none, NpzCompression::fast, NpzCompression::nnunet};
+
+}  // namespace
+
+TEST(NpzWriter, CompressionNames) {
+  EXPECT_EQ(npz_compression_from_name("none"), NpzCompression::none);
+  EXPECT_EQ(npz_compression_from_name("fast"), NpzCompression::fast);
+  EXPECT_EQ(npz_compression_from_name("nnunet"), NpzCompression::nnunet);
+  EXPECT_THROW(npz_compression_from_name("zstd"), UsageError);
+  EXPECT_THROW(npz_compression_from_name(""), UsageError);
+  for (auto c : kModes) EXPECT_EQ(npz_compression_from_name(npz_compression_name(c)), c);
+}
+
+TEST(NpzWriter, NpyHeaderIsNumpys) {
+  // Golden bytes from numpy 1.24 format._write_array_header(..., (1, 0)).
+  const std::string pad_2345(52, ' '), pad_fixture(49, ' '), pad_5(60, ' '), pad_0d(62, ' ');
+  const std::string prefix("\x93NUMPY\x01\x00v\x00", 10);
+  EXPECT_EQ(npy_header(py::DType::f4, {2, 3, 4, 5}),
+            prefix + "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4, 5), }" + pad_2345 + "\n");
+  EXPECT_EQ(npy_header(py::DType::f4, {2, 94, 99, 99}),
+            prefix + "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 94, 99, 99), }" + pad_fixture + "\n");
+  EXPECT_EQ(npy_header(py::DType::f4, {5}),
+            prefix + "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }" + pad_5 + "\n");
+  EXPECT_EQ(npy_header(py::DType::f4, {}),
+            prefix + "{'descr': '<f4', 'fortran_order': False, 'shape': (), }" + pad_0d + "\n");
+  EXPECT_EQ(npy_header(py::DType::u1, {7}),
+            prefix + "{'descr': '|u1', 'fortran_order': False, 'shape': (7,), }" + pad_5 + "\n");
+  // A first axis of 19 digits: 2 growth spaces + 38 alignment spaces.
+  EXPECT_EQ(npy_header(py::DType::f8, {1234567890123456789, 2}),
+            prefix + "{'descr': '<f8', 'fortran_order': False, 'shape': (1234567890123456789, 2), }" +
+                std::string(40, ' ') + "\n");
+}
+
+TEST(NpzWriter, ReadsBackEveryModeAndLayout) {
+  NpzTempDir dir("rb");
+  const auto data = sample_f32(120);
+  for (auto c : kModes) {
+    for (int variant = 0; variant < 3; ++variant) {
+      NpzWriteOptions opt;
+      if (variant == 1) opt.zip64_everywhere = true;
+      if (variant == 2) opt.whole_buffer_limit = 0;  // zlib streaming + data descriptor
+      const std::string path = dir.file(std::string(npz_compression_name(c)) + std::to_string(variant) + ".npz");
+      {
+        NpzWriter w(path, c, opt);
+        w.add("data", py::DType::f4, data.data(), {2, 3, 4, 5});
+        w.close();
+      }
+      std::vector<int64_t> shape;
+      const auto back = read_npz_f32(path, "data", &shape);
+      EXPECT_EQ(shape, (std::vector<int64_t>{2, 3, 4, 5})) << path;
+      EXPECT_TRUE(same_bits(back, data)) << path;
+      EXPECT_EQ(npz_member_names(path), std::vector<std::string>{"data.npy"});
+    }
+    // zero-size array
+    const std::string empty = dir.file(std::string("empty_") + npz_compression_name(c) + ".npz");
+    write_npz(empty, "data", nullptr, {2, 0, 5}, c);
+    std::vector<int64_t> shape;
+    EXPECT_TRUE(read_npz_f32(empty, "data", &shape).empty());
+    EXPECT_EQ(shape, (std::vector<int64_t>{2, 0, 5}));
+  }
+  // Only the final files remain (no temporaries).
+  EXPECT_EQ(dir.entries(), 12);
+}
+
+TEST(NpzWriter, MultiMemberGenericRead) {
+  NpzTempDir dir("multi");
+  const auto data = sample_f32(120);
+  const std::string path = dir.file("m.npz");
+  NpzWriter w(path, NpzCompression::fast);
+  add_multi(w, data);
+  w.close();
+  EXPECT_EQ(npz_member_names(path), (std::vector<std::string>{"data.npy", "spacing.npy", "locations.npy", "mask.npy",
+                                                              "flags.npy", "hu.npy", "scalar.npy", "empty.npy"}));
+  const py::NdArray loc = read_npz_array(path, "locations");
+  EXPECT_EQ(loc.dtype, py::DType::i8);
+  EXPECT_EQ(loc.shape, (std::vector<int64_t>{4, 3}));
+  ASSERT_EQ(loc.bytes.size(), 96u);
+  int64_t last;
+  std::memcpy(&last, loc.bytes.data() + 88, 8);
+  EXPECT_EQ(last, 6);
+  const py::NdArray sc = read_npz_array(path, "scalar.npy");
+  EXPECT_TRUE(sc.shape.empty());
+  EXPECT_EQ(sc.bytes, std::string("\x00\x00\x00\x3f", 4));
+  EXPECT_EQ(read_npz_array(path, "mask").dtype, py::DType::u1);
+  // wrong dtype and missing member are IoErrors naming the file
+  try {
+    read_npz_f32(path, "spacing", nullptr);
+    FAIL() << "expected IoError";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("<f8"), std::string::npos);
+  }
+  EXPECT_THROW(read_npz_f32(path, "nope", nullptr), IoError);
+}
+
+TEST(NpzWriter, PythonNumpyLoadsOursAndNumpyWritesTheSameBytes) {
+  NpzTempDir dir("py");
+  const auto data = sample_f32(120);
+  for (auto c : kModes) {
+    const std::string m = npz_compression_name(c);
+    write_npz(dir.file("f32_" + m + ".npz"), "data", data.data(), {2, 3, 4, 5}, c);
+    write_npz(dir.file("empty_" + m + ".npz"), "data", nullptr, {2, 0, 5}, c);
+    {
+      NpzWriter w(dir.file("multi_" + m + ".npz"), c);
+      add_multi(w, data);
+      w.close();
+    }
+    NpzWriteOptions zip64;
+    zip64.zip64_everywhere = true;
+    NpzWriter w64(dir.file("f32_" + m + "_zip64.npz"), c, zip64);
+    w64.add("data", py::DType::f4, data.data(), {2, 3, 4, 5});
+    w64.close();
+    NpzWriteOptions stream;
+    stream.whole_buffer_limit = 0;
+    NpzWriter ws(dir.file("multi_" + m + "_stream.npz"), c, stream);
+    add_multi(ws, data);
+    ws.close();
+  }
+  std::string out;
+  const int rc = run_format_checker("npz '" + dir.path.string() + "' " + zlibVersion(), &out);
+  if (rc == 77) GTEST_SKIP() << "/usr/bin/python3 with numpy not available: " << out;
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("15 npz files checked"), std::string::npos) << out;
+}
+
+TEST(NpzWriter, NnunetModeReproducesFixtureFileByteForByte) {
+  const std::string fixture = std::string(AMOSPREP_SOURCE_DIR) +
+                              "/../shared/fixtures/phantom-tiny/nnunet-v1/ExperimentPlanner3D_v21/nnUNet_preprocessed/"
+                              "Task216_AMOS2022_task1/nnUNetData_plans_v2.1_stage0/amos_0130.npz";
+  if (!path_exists(fixture)) GTEST_SKIP() << "fixture not found (needs ../shared beside the source tree): " << fixture;
+  std::vector<int64_t> shape;
+  const auto data = read_npz_f32(fixture, "data", &shape);
+  ASSERT_EQ(shape.size(), 4u);
+  EXPECT_EQ(shape[0], 2);
+  NpzTempDir dir("fx");
+  write_npz(dir.file("a.npz"), "data", data.data(), shape, NpzCompression::nnunet);
+  if (std::string(zlibVersion()) != "1.2.13") GTEST_SKIP() << "fixture was compressed by zlib 1.2.13, we have " << zlibVersion();
+  EXPECT_TRUE(read_file(dir.file("a.npz")) == read_file(fixture)) << "not byte-identical to np.savez_compressed";
+  // The other modes hold the same array.
+  write_npz(dir.file("b.npz"), "data", data.data(), shape, NpzCompression::fast);
+  EXPECT_TRUE(same_bits(read_npz_f32(dir.file("b.npz"), "data", nullptr), data));
+}
+
+TEST(NpzWriter, FailedWriteThrowsIoErrorNamingFileAndLeavesNothing) {
+  NpzTempDir dir("fail");
+  const auto data = sample_f32(24);
+  write_file_atomic(dir.file("plainfile"), "x");
+  for (const std::string& path : {dir.file("plainfile/sub.npz"), dir.file("missing-dir/a.npz")}) {
+    try {
+      write_npz(path, "data", data.data(), {2, 3, 4}, NpzCompression::fast);
+      FAIL() << "expected IoError for " << path;
+    } catch (const IoError& e) {
+      EXPECT_EQ(e.code(), kExitIo);
+      EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    }
+  }
+  // A bad member (negative dimension) aborts the file; an unclosed writer leaves nothing either.
+  EXPECT_THROW(
+      {
+        NpzWriter w(dir.file("bad.npz"), NpzCompression::none);
+        w.add("data", py::DType::f4, data.data(), {2, 3, 4});
+        w.add("bad", py::DType::f4, data.data(), {-1, 4});
+      },
+      InternalError);
+  {
+    NpzWriter w(dir.file("unclosed.npz"), NpzCompression::nnunet);
+    w.add("data", py::DType::f4, data.data(), {2, 3, 4});
+  }
+  EXPECT_EQ(dir.entries(), 1);  // only "plainfile"
+}
+
+TEST(NpzWriter, CorruptOrTruncatedFilesGiveIoError) {
+  NpzTempDir dir("corrupt");
+  const auto data = sample_f32(5000);
+  for (auto c : kModes) {
+    const std::string path = dir.file(std::string(npz_compression_name(c)) + ".npz");
+    write_npz(path, "data", data.data(), {5000}, c);
+    const std::string good = read_file(path);
+    std::string flipped = good;
+    flipped[good.size() / 2] = static_cast<char>(flipped[good.size() / 2] ^ 0x10);
+    write_file_atomic(path, flipped);
+    EXPECT_THROW(read_npz_f32(path, "data", nullptr), IoError) << npz_compression_name(c);
+    write_file_atomic(path, good.substr(0, good.size() - 30));
+    EXPECT_THROW(read_npz_f32(path, "data", nullptr), IoError) << npz_compression_name(c);
+  }
+  EXPECT_THROW(read_npz_f32(dir.file("absent.npz"), "data", nullptr), IoError);
+}
