@@ -665,6 +665,41 @@ void encode_voxels(const Array3<float>& v, unsigned char* dst, const std::string
 
 }  // namespace
 
+namespace {
+
+/// Compresses (".gz" paths) and writes header + voxel bytes atomically.
+void write_encoded(const std::string& path, const unsigned char* raw, size_t total, int gzip_level) {
+  AtomicFile file(path);
+  if (ends_with(path, ".gz")) {
+    libdeflate_compressor* c = libdeflate_alloc_compressor(gzip_level);
+    if (c == nullptr)
+      throw IoError(path, "libdeflate_alloc_compressor failed (level " + std::to_string(gzip_level) + ")");
+    const size_t bound = libdeflate_gzip_compress_bound(c, total);
+    std::unique_ptr<unsigned char[]> gz(new unsigned char[bound]);
+    const size_t n = libdeflate_gzip_compress(c, raw, total, gz.get(), bound);
+    libdeflate_free_compressor(c);
+    if (n == 0) throw IoError(path, "gzip compression failed");
+    file.write(gz.get(), n);
+  } else {
+    file.write(raw, total);
+  }
+  file.commit();
+}
+
+template <class T>
+void write_typed(const std::string& path, const Array3<T>& voxels, const Geometry& geom, int datatype,
+                 int gzip_level) {
+  if (geom.shape != voxels.shape) throw InternalError("write_nifti: geometry shape differs from voxel shape");
+  const std::string hdr = make_header(voxels.shape, geom, datatype, 8 * static_cast<int>(sizeof(T)));
+  const size_t total = hdr.size() + voxels.size() * sizeof(T);
+  std::unique_ptr<unsigned char[]> raw(new unsigned char[total]);
+  std::memcpy(raw.get(), hdr.data(), hdr.size());
+  std::memcpy(raw.get() + hdr.size(), voxels.data(), voxels.size() * sizeof(T));
+  write_encoded(path, raw.get(), total, gzip_level);
+}
+
+}  // namespace
+
 void write_nifti(const std::string& path, const Array3<float>& voxels, const Geometry& geom, NiftiPixel pixel,
                  int gzip_level) {
   if (geom.shape != voxels.shape) throw InternalError("write_nifti: geometry shape differs from voxel shape");
@@ -688,21 +723,15 @@ void write_nifti(const std::string& path, const Array3<float>& voxels, const Geo
     case NiftiPixel::int32: encode_voxels<int32_t>(voxels, dst, path); break;
     case NiftiPixel::float32: encode_voxels<float>(voxels, dst, path); break;
   }
-  AtomicFile file(path);
-  if (ends_with(path, ".gz")) {
-    libdeflate_compressor* c = libdeflate_alloc_compressor(gzip_level);
-    if (c == nullptr) throw IoError(path, "libdeflate_alloc_compressor failed (level " + std::to_string(gzip_level) + ")");
-    const size_t bound = libdeflate_gzip_compress_bound(c, total);
-    std::unique_ptr<unsigned char[]> gz(new unsigned char[bound]);
-    const size_t n = libdeflate_gzip_compress(c, raw.get(), total, gz.get(), bound);
-    libdeflate_free_compressor(c);
-    if (n == 0) throw IoError(path, "gzip compression failed");
-    raw.reset();
-    file.write(gz.get(), n);
-  } else {
-    file.write(raw.get(), total);
-  }
-  file.commit();
+  write_encoded(path, raw.get(), total, gzip_level);
+}
+
+void write_nifti(const std::string& path, const Array3<int16_t>& voxels, const Geometry& geom, int gzip_level) {
+  write_typed(path, voxels, geom, kDtInt16, gzip_level);
+}
+
+void write_nifti(const std::string& path, const Array3<uint8_t>& voxels, const Geometry& geom, int gzip_level) {
+  write_typed(path, voxels, geom, kDtUint8, gzip_level);
 }
 
 }  // namespace amosprep

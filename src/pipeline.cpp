@@ -29,6 +29,7 @@
 #include "amosprep/nifti_io.hpp"
 #include "amosprep/normalize.hpp"
 #include "amosprep/pickle_writer.hpp"
+#include "amosprep/progress.hpp"
 #include "amosprep/resample.hpp"
 #include "amosprep/run_control.hpp"
 
@@ -48,6 +49,47 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+/// Wall and CPU seconds per named phase, accumulated over the cases of one rank (for log.json and bench/).
+struct PhaseTimes {
+  std::map<std::string, std::pair<double, double>> wall_cpu;
+  void add(const std::string& phase, double wall, double cpu) {
+    auto& w = wall_cpu[phase];
+    w.first += wall;
+    w.second += cpu;
+  }
+};
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+/// Times a scope into `times[phase]` (and into `case_times` when given).
+class ScopedPhase {
+ public:
+  ScopedPhase(PhaseTimes& times, std::string phase, nlohmann::json* case_times = nullptr)
+      : times_(times), phase_(std::move(phase)), case_times_(case_times), t0_(Clock::now()), c0_(process_cpu_seconds()) {}
+  ~ScopedPhase() {
+    const double wall = seconds_since(t0_), cpu = process_cpu_seconds() - c0_;
+    times_.add(phase_, wall, cpu);
+    if (case_times_) (*case_times_)[phase_] = wall;
+  }
+
+ private:
+  PhaseTimes& times_;
+  std::string phase_;
+  nlohmann::json* case_times_;
+  Clock::time_point t0_;
+  double c0_;
+};
+
+int64_t peak_rss_bytes() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;
+}
 
 // ---- per-case metadata (what the cropped pkl holds) --------------------------------------------------------
 struct CaseMeta {
@@ -223,10 +265,17 @@ class Pipeline {
   PlannerInput planner_input_;
   Plan plan_;
   std::string plan_hash_;
+  mutable PhaseTimes times_;
+  mutable nlohmann::json case_log_entry_;
+  std::vector<std::string> warnings_;
+  Clock::time_point run_t0_ = Clock::now();
+  int64_t estimate_case_peak(size_t i) const;
+  void write_log();
   std::unique_ptr<H5Store> h5_;
   std::string h5_path_;
   std::vector<std::vector<bool>> h5_data_written_;  // [stage][case]: data/seg already in the store
   nlohmann::json case_log_ = nlohmann::json::array();
+  std::vector<double> read_costs_;
 
   void h5_create_case_datasets();
   void h5_write_volume(int stage, size_t i, const float* all, const Shape3& s, size_t channels);
@@ -274,6 +323,7 @@ CropResult Pipeline::read_and_crop(size_t i, CaseMeta* meta, CaseSummary* summar
   const CaseFiles& c = task_.training[i];
   std::vector<Array3<float>> channels;
   Geometry geom;
+  std::optional<ScopedPhase> reading(std::in_place, times_, "read", &case_log_entry_);
   for (size_t m = 0; m < c.images.size(); ++m) {
     Image img = read_nifti(c.images[m], c.id);
     if (m == 0) geom = img.geom;
@@ -290,6 +340,8 @@ CropResult Pipeline::read_and_crop(size_t i, CaseMeta* meta, CaseSummary* summar
   }
   for (auto& ch : channels)  // nnU-Net: data[isnan(data)] = 0 happens in preprocessing; crop sees raw values
     (void)ch;
+  reading.reset();
+  ScopedPhase cropping(times_, "crop", &case_log_entry_);
   CropResult crop;
   try {
     crop = crop_to_nonzero(channels, &seg.voxels);
@@ -306,6 +358,7 @@ CropResult Pipeline::read_and_crop(size_t i, CaseMeta* meta, CaseSummary* summar
     meta->size_after_cropping = crop.size_after_cropping;
   }
   if (summary) {
+    ScopedPhase fingerprinting(times_, "fingerprint", &case_log_entry_);
     summary->id = c.id;
     summary->original_size = geom.shape;
     summary->original_spacing = geom.spacing;
@@ -323,6 +376,7 @@ void Pipeline::phase_crop_and_fingerprint() {
   std::vector<CaseSummary> my_summaries;
   int64_t kept_bytes = 0;
   identities_.assign(n, InputIdentity{});
+  Progress progress("crop+fingerprint", 0, static_cast<int64_t>(n), opt_.quiet);
   const int64_t budget = opt_.mem_per_rank;
   for (size_t i = 0; i < n; ++i) {
     if (owner_[i] != rank_) continue;
@@ -330,7 +384,11 @@ void Pipeline::phase_crop_and_fingerprint() {
     const CaseFiles& c = task_.training[i];
     std::vector<std::string> inputs = c.images;
     inputs.push_back(c.label);
-    InputIdentity ident = identity_of(inputs);
+    InputIdentity ident;
+    {
+      ScopedPhase hashing(times_, "input_checksum");
+      ident = identity_of(inputs);
+    }
     CaseMeta meta;
     CaseSummary summary;
     const std::string cache = state_dir_ + "/cache/" + c.id + ".summary";
@@ -350,7 +408,9 @@ void Pipeline::phase_crop_and_fingerprint() {
       }
     }
     if (!cached) {
+      case_log_entry_ = nlohmann::json::object();
       CropResult crop = read_and_crop(i, &meta, &summary);
+      case_log_.push_back({{"case", c.id}, {"phase", "crop"}, {"seconds", case_log_entry_}});
       ByteWriter w;
       w.put_string(identity_json(ident).dump());
       put_meta(w, meta);
@@ -380,7 +440,9 @@ void Pipeline::phase_crop_and_fingerprint() {
     identities_[i] = ident;
     put_summary(summaries_small, summary, true);
     my_summaries.push_back(std::move(summary));
+    progress.item_done(c.id, 0, cached);
   }
+  progress.finish();
   if (allreduce_or(stop_requested())) throw Interrupted("stop requested during cropping");
 
   // Metadata to everyone; the foreground samples (large) only matter on rank 0, but the allgather keeps the
@@ -510,17 +572,24 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
       if (std::isnan(x)) x = 0.0f;
   std::vector<Array3<float>> data_out;
   Array3<float> seg_out;
-  resample_patient(data, crop.seg, meta.geom.spacing, sp.current_spacing, rs, data_out, seg_out);
+  {
+    ScopedPhase t(times_, "resample", &case_log_entry_);
+    resample_patient(data, crop.seg, meta.geom.spacing, sp.current_spacing, rs, data_out, seg_out);
+  }
   data.clear();
   for (auto& x : seg_out.v)
     if (x < -1.0f) x = 0.0f;
+  std::optional<ScopedPhase> normalizing(std::in_place, times_, "normalize", &case_log_entry_);
   for (size_t c = 0; c < data_out.size(); ++c) {
     const std::string& scheme = plan_.normalization_schemes.at(c);
     if (scheme == "CT") normalize_ct(data_out[c], fp_.global_stats.at(c));
     else if (scheme == "CT2") normalize_ct2(data_out[c], fp_.global_stats.at(c));
     else if (scheme == "nonCT") normalize_nonct(data_out[c], plan_.use_mask_for_norm.at(c) ? &seg_out : nullptr);
   }
+  normalizing.reset();
+  std::optional<ScopedPhase> sampling(std::in_place, times_, "sample", &case_log_entry_);
   const ClassLocations locs = sample_class_locations(seg_out, all_classes_, opt_.seed);
+  sampling.reset();
 
   const Shape3 s = seg_out.shape;
   const size_t vox = static_cast<size_t>(voxel_count(s));
@@ -540,11 +609,15 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
 
   const std::string dir = stage_dir(out_dir_, plan_, stage);
   const std::string npz = dir + "/" + meta.id + ".npz", pkl = dir + "/" + meta.id + ".pkl";
+  std::optional<ScopedPhase> exporting(std::in_place, times_, "export_npz", &case_log_entry_);
   write_npz(npz, "data", all.data(), {static_cast<int64_t>(data_out_channels + 1), s[0], s[1], s[2]},
             opt_.npz_compression);
+  exporting.reset();
   if (h5_ && h5_->layout() == H5Layout::chunked) {
+    ScopedPhase t(times_, "hdf5", &case_log_entry_);
     h5_write_volume(stage, i, all.data(), s, data_out_channels);
   }
+  ScopedPhase t_pkl(times_, "export_pkl_manifest", &case_log_entry_);
   const std::string pkl_bytes = pickle_dumps(props);
   write_file_atomic(pkl, pkl_bytes);
   write_json_mirror(state_dir_ + "/json/" + plan_.data_identifier + "_stage" + std::to_string(stage) + "_" + meta.id + ".json",
@@ -570,32 +643,55 @@ void Pipeline::phase_preprocess() {
   if (opt_.h5_layout != "none") h5_create_case_datasets();
   const auto t0 = Clock::now();
   int64_t done = 0, skipped = 0;
+  double total_voxels = 0;
+  for (size_t k = 0; k < plan_.stages.size(); ++k)
+    for (size_t i = 0; i < n; ++i) total_voxels += static_cast<double>(voxel_count(stage_shape(static_cast<int>(k), i)));
+  Progress progress("preprocess", total_voxels, static_cast<int64_t>(n * plan_.stages.size()), opt_.quiet);
   for (size_t i = 0; i < n; ++i) {
     if (owner_[i] != rank_) continue;
     if (stop_requested()) break;
     std::vector<int> todo;
-    for (size_t k = 0; k < plan_.stages.size(); ++k)
+    for (size_t k = 0; k < plan_.stages.size(); ++k) {
       if (!manifest_complete(static_cast<int>(k), i)) todo.push_back(static_cast<int>(k));
+      else progress.item_done(metas_[i].id + " stage " + std::to_string(k),
+                              static_cast<double>(voxel_count(stage_shape(static_cast<int>(k), i))), true);
+    }
     skipped += static_cast<int64_t>(plan_.stages.size() - todo.size());
     if (todo.empty()) continue;
+    const int64_t need = estimate_case_peak(i);
+    if (opt_.mem_per_rank > 0 && need > opt_.mem_per_rank)
+      throw InputError(metas_[i].id, task_.training[i].images.at(0),
+                       "needs about " + std::to_string(need >> 20) + " MiB to preprocess but the budget per rank is " +
+                           std::to_string(opt_.mem_per_rank >> 20) +
+                           " MiB (--mem-per-rank); run with fewer ranks per node or a larger budget");
     auto it = mine_.find(i);
     CropResult reread;
     const CropResult* crop = nullptr;
     if (it != mine_.end()) crop = &it->second.crop;
     else {
+      case_log_entry_ = nlohmann::json::object();
       reread = read_and_crop(i, nullptr, nullptr);
       crop = &reread;
     }
     for (int k : todo) {
       if (stop_requested()) break;
       const auto tc = Clock::now();
+      case_log_entry_ = nlohmann::json::object();
       process_case_stage(k, i, *crop);
       ++done;
-      log_.rank_info("case " + metas_[i].id + " stage " + std::to_string(k) + " done in " +
-                     std::to_string(seconds_since(tc)) + " s");
+      case_log_.push_back({{"case", metas_[i].id},
+                           {"stage", k},
+                           {"rank", rank_},
+                           {"seconds", case_log_entry_},
+                           {"total_seconds", seconds_since(tc)},
+                           {"estimated_peak_bytes", need},
+                           {"peak_rss_bytes_so_far", peak_rss_bytes()}});
+      progress.item_done(metas_[i].id + " stage " + std::to_string(k),
+                         static_cast<double>(voxel_count(stage_shape(k, i))), false);
     }
     if (it != mine_.end()) mine_.erase(it);
   }
+  progress.finish();
   const bool interrupted = allreduce_or(stop_requested());
   const double total_done = allreduce_sum(static_cast<double>(done));
   const double total_skipped = allreduce_sum(static_cast<double>(skipped));
@@ -606,7 +702,12 @@ void Pipeline::phase_preprocess() {
     }
     throw Interrupted("stop requested; completed outputs are kept, rerun the same command to resume");
   }
-  if (h5_) h5_finish();
+  if (h5_) {
+    const auto th = Clock::now();
+    const double c0 = process_cpu_seconds();
+    h5_finish();
+    times_.add("hdf5_finish", seconds_since(th), process_cpu_seconds() - c0);
+  }
   log_.info("preprocessed " + std::to_string(static_cast<int64_t>(total_done)) + " case-stages (" +
             std::to_string(static_cast<int64_t>(total_skipped)) + " already complete) in " +
             std::to_string(seconds_since(t0)) + " s");
@@ -802,6 +903,60 @@ void Pipeline::h5_finish() {
   log_.info("HDF5 store " + h5_path_ + " (" + opt_.h5_layout + ") finished in " + std::to_string(seconds_since(t0)) + " s");
 }
 
+int64_t Pipeline::estimate_case_peak(size_t i) const {
+  // Cropped input (all channels + seg) + the float64 working copy of one padded channel for the cubic
+  // prefilter + resampled outputs + the stacked export buffer + a compressed copy in the worst case.
+  const double channels = static_cast<double>(task_.modalities.size());
+  const Shape3 in = metas_[i].size_after_cropping;
+  double out_vox = 0;
+  for (size_t k = 0; k < plan_.stages.size(); ++k)
+    out_vox = std::max(out_vox, static_cast<double>(voxel_count(stage_shape(static_cast<int>(k), i))));
+  const double padded = static_cast<double>(in[0] + 24) * static_cast<double>(in[1] + 24) * static_cast<double>(in[2] + 24);
+  const double bytes = 4.0 * (channels + 1) * static_cast<double>(voxel_count(in)) + 8.0 * std::max(padded, out_vox) +
+                       4.0 * (channels + 1) * out_vox * 3.0 + 64.0 * 1024 * 1024;
+  return static_cast<int64_t>(bytes);
+}
+
+void Pipeline::write_log() {
+  nlohmann::json mine = {{"rank", rank_},
+                         {"threads", omp_get_max_threads()},
+                         {"peak_rss_bytes", peak_rss_bytes()},
+                         {"cases", case_log_}};
+  nlohmann::json phases;
+  for (const auto& [name, wc] : times_.wall_cpu) phases[name] = {{"wall_seconds", wc.first}, {"cpu_seconds", wc.second}};
+  mine["phases"] = phases;
+  const auto all = allgather_bytes(mine.dump());
+  if (rank_ != 0) return;
+  nlohmann::json ranks = nlohmann::json::array(), totals;
+  for (const auto& b : all) {
+    auto j = nlohmann::json::parse(b);
+    for (const auto& [name, v] : j["phases"].items()) {
+      auto& t = totals[name];
+      if (t.is_null()) t = {{"wall_seconds", 0.0}, {"cpu_seconds", 0.0}};
+      t["wall_seconds"] = t["wall_seconds"].get<double>() + v["wall_seconds"].get<double>();
+      t["cpu_seconds"] = t["cpu_seconds"].get<double>() + v["cpu_seconds"].get<double>();
+    }
+    ranks.push_back(std::move(j));
+  }
+  nlohmann::json log = {{"tool", "amos-prep"},
+                        {"version", AMOSPREP_VERSION},
+                        {"planner", planner_name(plan_.kind)},
+                        {"task", task_.name},
+                        {"ranks", nranks_},
+                        {"cases", metas_.size()},
+                        {"stages", plan_.stages.size()},
+                        {"seed", opt_.seed},
+                        {"npz_compression", npz_compression_name(opt_.npz_compression)},
+                        {"h5_layout", opt_.h5_layout},
+                        {"mem_per_rank_bytes", opt_.mem_per_rank},
+                        {"wall_seconds", seconds_since(run_t0_)},
+                        {"phase_totals_over_ranks", totals},
+                        {"warnings", warnings_},
+                        {"per_rank", ranks}};
+  const std::string path = opt_.log_json.empty() ? state_dir_ + "/log.json" : opt_.log_json;
+  write_file_atomic(path, log.dump(1));
+}
+
 void Pipeline::run() {
   load_task();
   log_.info("task " + task_.name + ": " + std::to_string(task_.training.size()) + " training cases, " +
@@ -809,6 +964,7 @@ void Pipeline::run() {
   phase_crop_and_fingerprint();
   phase_plan();
   phase_preprocess();
+  write_log();
   log_.info("outputs in " + out_dir_);
 }
 

@@ -78,25 +78,127 @@ std::array<T, 3> permute(const std::array<T, 3>& v, const I3& order) {
   return {v[order[0]], v[order[1]], v[order[2]]};
 }
 
+// get_pool_and_conv_props without heap allocation: the stage search calls it thousands of times.
+constexpr int kMaxLevels = 200;  // every level halves at least one axis of at most 2^63 voxels
+struct Levels {
+  I3 npool{0, 0, 0};
+  int count = 0;
+  std::array<I3, kMaxLevels> pools, convs;  // convs[count] is the bottleneck [3,3,3]
+  I3 divisor() const { return {int64_t(1) << npool[0], int64_t(1) << npool[1], int64_t(1) << npool[2]}; }
+};
+
+void pool_levels(const D3& spacing, const I3& patch, int64_t min_feature_map_size, int64_t max_numpool, Levels& out) {
+  D3 sp = spacing;
+  I3 size = patch;
+  out.npool = {0, 0, 0};
+  out.count = 0;
+  for (;;) {
+    const double smallest = std::min({sp[0], sp[1], sp[2]});
+    // Conv kernel of this level: the first axis whose spacing partners (within a factor 2) outnumber the best.
+    int best_mask = 0, best_count = 0;
+    for (int a = 0; a < 3; ++a) {
+      int mask = 0, count = 0;
+      for (int i = 0; i < 3; ++i)
+        if (sp[i] / sp[a] < 2 && sp[a] / sp[i] < 2) {
+          mask |= 1 << i;
+          ++count;
+        }
+      if (count > best_count) {
+        best_mask = mask;
+        best_count = count;
+      }
+    }
+    bool pool_axis[3];
+    for (int a = 0; a < 3; ++a)
+      pool_axis[a] = sp[a] / smallest < 2 && size[a] >= 2 * min_feature_map_size && out.npool[a] < max_numpool;
+    if (!pool_axis[0] && !pool_axis[1] && !pool_axis[2]) break;
+    if (out.count + 1 >= kMaxLevels) throw InternalError("get_pool_and_conv_props: too many pooling levels");
+    I3& pool = out.pools[out.count];
+    I3& conv = out.convs[out.count];
+    for (int a = 0; a < 3; ++a) {
+      conv[a] = (best_mask >> a) & 1 ? 3 : 1;
+      pool[a] = 1;
+      if (pool_axis[a]) {
+        pool[a] = 2;
+        out.npool[a] += 1;
+        sp[a] *= 2;
+        size[a] = (size[a] + 1) / 2;  // np.ceil(size / 2) for size >= 8
+      }
+    }
+    ++out.count;
+  }
+  out.convs[out.count] = {3, 3, 3};
+}
+
+I3 padded(const I3& patch, const I3& divisor) {
+  const std::vector<int64_t> p = pad_shape({patch[0], patch[1], patch[2]}, {divisor[0], divisor[1], divisor[2]});
+  return {p[0], p[1], p[2]};
+}
+
+int64_t vram_generic_core(const I3& patch, int64_t base, int64_t max_features, int64_t modalities, int64_t classes,
+                          const I3* pools, int levels, int64_t conv_per_stage) {
+  I3 map = patch;
+  const int64_t voxels = prod3(map);
+  int64_t total = (conv_per_stage * 2 + 1) * voxels * base + modalities * voxels + classes * voxels;
+  int64_t features = base;
+  for (int p = 0; p < levels; ++p) {
+    for (int a = 0; a < 3; ++a) map[a] = map[a] / pools[p][a];  // nnU-Net stores back as int
+    features = std::min(features * 2, max_features);
+    const int64_t blocks = p + 1 < levels ? conv_per_stage * 2 + 1 : conv_per_stage;
+    total += blocks * prod3(map) * features;
+  }
+  return total;
+}
+
+// `pools` excludes the leading [1,1,1]; levels = len(pool_op_kernel_sizes) - 1 in nnU-Net's terms.
+double vram_fabians_core(const I3& patch, int64_t base, int64_t max_features, int64_t modalities, int64_t classes,
+                         const I3* pools, int levels, const int64_t* blocks_encoder, const int64_t* blocks_decoder,
+                         int64_t mul, int64_t batch_size) {
+  const D3 full{static_cast<double>(patch[0]), static_cast<double>(patch[1]), static_cast<double>(patch[2])};
+  const double fbase = static_cast<double>(base);
+  // ResidualUNetEncoder
+  D3 s = full;
+  double encoder = static_cast<double>(blocks_encoder[0] * 2 + 1) * prod3(s) * fbase +
+                   static_cast<double>(modalities) * prod3(s);
+  int64_t features = base;
+  for (int p = 1; p <= levels; ++p) {
+    for (int a = 0; a < 3; ++a) s[a] = s[a] / static_cast<double>(pools[p - 1][a]);
+    features = std::min(features * mul, max_features);
+    encoder += static_cast<double>(blocks_encoder[p] * 2 + 1) * prod3(s) * static_cast<double>(features);
+  }
+  // PlainConvUNetDecoder (the bottleneck belongs to the encoder); blocks_decoder has `levels` entries
+  s = full;
+  double decoder = static_cast<double>(blocks_decoder[levels - 1] + 1) * prod3(s) * fbase +
+                   static_cast<double>(classes) * prod3(s);
+  features = base;
+  for (int p = 1; p < levels; ++p) {
+    for (int a = 0; a < 3; ++a) s[a] = s[a] / static_cast<double>(pools[p - 1][a]);
+    features = std::min(features * mul, max_features);
+    decoder += static_cast<double>(blocks_decoder[levels - 1 - p] + 1) * prod3(s) * static_cast<double>(features);
+  }
+  const double batch = static_cast<double>(batch_size);
+  return encoder * batch + decoder * batch;
+}
+
 struct StageContext {
   int64_t num_cases, num_modalities, num_classes_incl_background, base_num_features;
   bool residual;
 };
 
-// Estimated VRAM of the network for `patch` with the planner's model (the residual models get [1,1,1] prepended).
-double estimate_vram(const StageContext& ctx, const I3& patch, const std::vector<I3>& pools) {
+// Estimated VRAM of the network for `patch` with the planner's model.
+double estimate_vram(const StageContext& ctx, const I3& patch, const Levels& lv) {
   if (!ctx.residual)
-    return static_cast<double>(vram_generic_unet(patch, ctx.base_num_features, kMaxNumFilters, ctx.num_modalities,
-                                                 ctx.num_classes_incl_background, pools, kConvPerStage));
-  std::vector<I3> with_first = {I3{1, 1, 1}};
-  with_first.insert(with_first.end(), pools.begin(), pools.end());
-  if (with_first.size() > kFabiansBlocksEncoder.size())
-    throw InputError("", "", "planner: more pooling levels (" + std::to_string(with_first.size()) +
+    return static_cast<double>(vram_generic_core(patch, ctx.base_num_features, kMaxNumFilters, ctx.num_modalities,
+                                                 ctx.num_classes_incl_background, lv.pools.data(), lv.count,
+                                                 kConvPerStage));
+  if (lv.count == 0)  // num_blocks_decoder would be empty and nnU-Net's decoder[-1] raises IndexError
+    throw InputError("", "", "planner: the patch allows no pooling at all; nnU-Net's FabiansUNet estimate fails here");
+  if (static_cast<size_t>(lv.count) + 1 > kFabiansBlocksEncoder.size())
+    throw InputError("", "", "planner: more pooling levels (" + std::to_string(lv.count + 1) +
                                  ") than FabiansUNet defines blocks for; nnU-Net would fail here");
-  const std::vector<int64_t> enc(kFabiansBlocksEncoder.begin(), kFabiansBlocksEncoder.begin() + with_first.size());
-  const std::vector<int64_t> dec(kFabiansBlocksDecoder.begin(), kFabiansBlocksDecoder.begin() + with_first.size() - 1);
-  return vram_fabians_unet(patch, ctx.base_num_features, kMaxNumFilters, ctx.num_modalities,
-                           ctx.num_classes_incl_background, with_first, enc, dec, 2, kMinBatchSize);
+  return vram_fabians_core(patch, ctx.base_num_features, kMaxNumFilters, ctx.num_modalities,
+                           ctx.num_classes_incl_background, lv.pools.data(), lv.count, kFabiansBlocksEncoder.data(),
+                           kFabiansBlocksDecoder.data(), 2, kMinBatchSize);
 }
 
 // get_properties_for_stage of ExperimentPlanner3D_v21 (§5.4) or of the residual planners (§5.5).
@@ -112,19 +214,21 @@ StagePlan stage_properties(const StageContext& ctx, const D3& current_spacing, c
   for (int a = 0; a < 3; ++a) vox_per_mm[a] = 1.0 / current_spacing[a];
   const double mean = (((0.0 + vox_per_mm[0]) + vox_per_mm[1]) + vox_per_mm[2]) / 3.0;
   for (int a = 0; a < 3; ++a) vox_per_mm[a] = vox_per_mm[a] / mean;
-  const double scale = 1.0 / *std::min_element(vox_per_mm.begin(), vox_per_mm.end()) * 512.0;
+  const double scale = 1.0 / std::min({vox_per_mm[0], vox_per_mm[1], vox_per_mm[2]}) * 512.0;
   I3 start{};
   for (int a = 0; a < 3; ++a) start[a] = std::min(rne(vox_per_mm[a] * scale), median[a]);
 
-  PoolConvProps pc = get_pool_and_conv_props(current_spacing, start, kFeatureMapMinEdge, kMaxNumPool);
-  I3 shape = pc.padded_patch;
+  Levels lv, trial_lv;
+  pool_levels(current_spacing, start, kFeatureMapMinEdge, kMaxNumPool, lv);
+  I3 divisor = lv.divisor();
+  I3 shape = padded(start, divisor);
   double ref, here;
   if (ctx.residual) {
     ref = kFabiansRefVram * 15 / 8;
-    here = estimate_vram(ctx, start, pc.pool_op_kernel_sizes);  // quirk §8.6: un-padded patch
+    here = estimate_vram(ctx, start, lv);  // quirk §8.6: un-padded patch
   } else {
     ref = static_cast<double>(kGenericRefVram * ctx.base_num_features) / static_cast<double>(kGenericBaseFeatures3D);
-    here = estimate_vram(ctx, shape, pc.pool_op_kernel_sizes);
+    here = estimate_vram(ctx, shape, lv);
   }
   while (here > ref) {
     // np.argsort(shape / median)[-1]: the largest ratio, the highest axis on ties.
@@ -134,14 +238,15 @@ StagePlan stage_properties(const StageContext& ctx, const D3& current_spacing, c
           static_cast<double>(shape[axis]) / static_cast<double>(median[axis]))
         axis = a;
     I3 trial = shape;
-    trial[axis] -= pc.must_be_divisible_by[axis];
-    const I3 trial_divisor = get_pool_and_conv_props(current_spacing, trial).must_be_divisible_by;
-    shape[axis] -= trial_divisor[axis];
+    trial[axis] -= divisor[axis];
+    pool_levels(current_spacing, trial, kFeatureMapMinEdge, kMaxNumPool, trial_lv);
+    shape[axis] -= trial_lv.divisor()[axis];
     if (shape[axis] <= 0)
       throw InputError("", "", "planner: the patch size shrank to zero before the VRAM estimate fit");
-    pc = get_pool_and_conv_props(current_spacing, shape);
-    shape = pc.padded_patch;
-    here = estimate_vram(ctx, shape, pc.pool_op_kernel_sizes);
+    pool_levels(current_spacing, shape, kFeatureMapMinEdge, kMaxNumPool, lv);
+    divisor = lv.divisor();
+    shape = padded(shape, divisor);
+    here = estimate_vram(ctx, shape, lv);
   }
 
   const int64_t uncapped = static_cast<int64_t>(std::floor(std::max(ref / here, 1.0) * kDefaultBatchSize3D));
@@ -153,24 +258,23 @@ StagePlan stage_properties(const StageContext& ctx, const D3& current_spacing, c
   // smaller than the batch size and not replaced by the Python int 2.
   st.batch_size_is_np_int64 = cap_raw >= kMinBatchSize && cap_raw < uncapped;
 
-  st.num_pool_per_axis = pc.num_pool_per_axis;
+  st.num_pool_per_axis = lv.npool;
   st.patch_size = shape;
   st.median_patient_size_in_voxels = median;
   st.current_spacing = current_spacing;
   st.original_spacing = original_spacing;
-  st.do_dummy_2D_data_aug = static_cast<double>(*std::max_element(shape.begin(), shape.end())) /
-                                static_cast<double>(shape[0]) >
-                            kAnisotropyThreshold;
-  st.conv_kernel_sizes = pc.conv_kernel_sizes;
+  st.do_dummy_2D_data_aug =
+      static_cast<double>(std::max({shape[0], shape[1], shape[2]})) / static_cast<double>(shape[0]) >
+      kAnisotropyThreshold;
+  st.conv_kernel_sizes.assign(lv.convs.begin(), lv.convs.begin() + lv.count + 1);
   if (ctx.residual) {
     st.pool_op_kernel_sizes = {I3{1, 1, 1}};
-    st.pool_op_kernel_sizes.insert(st.pool_op_kernel_sizes.end(), pc.pool_op_kernel_sizes.begin(),
-                                   pc.pool_op_kernel_sizes.end());
+    st.pool_op_kernel_sizes.insert(st.pool_op_kernel_sizes.end(), lv.pools.begin(), lv.pools.begin() + lv.count);
     const size_t levels = st.pool_op_kernel_sizes.size();
     st.num_blocks_encoder.assign(kFabiansBlocksEncoder.begin(), kFabiansBlocksEncoder.begin() + levels);
     st.num_blocks_decoder.assign(kFabiansBlocksDecoder.begin(), kFabiansBlocksDecoder.begin() + levels - 1);
   } else {
-    st.pool_op_kernel_sizes = pc.pool_op_kernel_sizes;
+    st.pool_op_kernel_sizes.assign(lv.pools.begin(), lv.pools.begin() + lv.count);
   }
   return st;
 }
@@ -214,47 +318,14 @@ const std::vector<PlannerKind>& all_planner_kinds() {
 
 PoolConvProps get_pool_and_conv_props(const D3& spacing, const I3& patch, int64_t min_feature_map_size,
                                       int64_t max_numpool) {
+  Levels lv;
+  pool_levels(spacing, patch, min_feature_map_size, max_numpool, lv);
   PoolConvProps r;
-  D3 sp = spacing;
-  I3 size = patch;
-  I3 npool{0, 0, 0};
-  for (;;) {
-    const double smallest = *std::min_element(sp.begin(), sp.end());
-    // Conv kernel of this level: the first axis whose spacing "partners" (within a factor 2) outnumber the best.
-    std::vector<int> best;
-    for (int a = 0; a < 3; ++a) {
-      std::vector<int> partners;
-      for (int i = 0; i < 3; ++i)
-        if (sp[i] / sp[a] < 2 && sp[a] / sp[i] < 2) partners.push_back(i);
-      if (partners.size() > best.size()) best = partners;
-    }
-    I3 conv{1, 1, 1};
-    for (int i : best) conv[i] = 3;
-    bool pool_axis[3];
-    bool any = false;
-    for (int a = 0; a < 3; ++a) {
-      pool_axis[a] = sp[a] / smallest < 2 && size[a] >= 2 * min_feature_map_size && npool[a] < max_numpool;
-      any = any || pool_axis[a];
-    }
-    if (!any) break;
-    I3 pool{1, 1, 1};
-    for (int a = 0; a < 3; ++a)
-      if (pool_axis[a]) {
-        pool[a] = 2;
-        npool[a] += 1;
-        sp[a] *= 2;
-        size[a] = (size[a] + 1) / 2;  // np.ceil(size / 2) for size >= 8
-      }
-    r.pool_op_kernel_sizes.push_back(pool);
-    r.conv_kernel_sizes.push_back(conv);
-  }
-  r.num_pool_per_axis = npool;
-  for (int a = 0; a < 3; ++a) r.must_be_divisible_by[a] = int64_t(1) << npool[a];
-  const std::vector<int64_t> padded =
-      pad_shape({patch[0], patch[1], patch[2]},
-                {r.must_be_divisible_by[0], r.must_be_divisible_by[1], r.must_be_divisible_by[2]});
-  r.padded_patch = {padded[0], padded[1], padded[2]};
-  r.conv_kernel_sizes.push_back(I3{3, 3, 3});
+  r.num_pool_per_axis = lv.npool;
+  r.pool_op_kernel_sizes.assign(lv.pools.begin(), lv.pools.begin() + lv.count);
+  r.conv_kernel_sizes.assign(lv.convs.begin(), lv.convs.begin() + lv.count + 1);
+  r.must_be_divisible_by = lv.divisor();
+  r.padded_patch = padded(patch, r.must_be_divisible_by);
   return r;
 }
 
@@ -272,54 +343,23 @@ std::vector<int64_t> pad_shape(const std::vector<int64_t>& shape, const std::vec
 int64_t vram_generic_unet(const I3& patch, int64_t base_num_features, int64_t max_num_features,
                           int64_t num_modalities, int64_t num_classes, const std::vector<I3>& pool_op_kernel_sizes,
                           int64_t conv_per_stage) {
-  I3 map = patch;
-  const int64_t voxels = prod3(map);
-  int64_t total = (conv_per_stage * 2 + 1) * voxels * base_num_features + num_modalities * voxels +
-                  num_classes * voxels;
-  int64_t features = base_num_features;
-  const size_t levels = pool_op_kernel_sizes.size();
-  for (size_t p = 0; p < levels; ++p) {
-    for (int a = 0; a < 3; ++a) map[a] = map[a] / pool_op_kernel_sizes[p][a];  // nnU-Net stores back as int
-    features = std::min(features * 2, max_num_features);
-    const int64_t blocks = p + 1 < levels ? conv_per_stage * 2 + 1 : conv_per_stage;
-    total += blocks * prod3(map) * features;
-  }
-  return total;
+  return vram_generic_core(patch, base_num_features, max_num_features, num_modalities, num_classes,
+                           pool_op_kernel_sizes.data(), static_cast<int>(pool_op_kernel_sizes.size()), conv_per_stage);
 }
 
 double vram_fabians_unet(const I3& patch, int64_t base_num_features, int64_t max_num_features,
                          int64_t num_modalities, int64_t num_classes, const std::vector<I3>& pool_op_kernel_sizes,
                          const std::vector<int64_t>& blocks_encoder, const std::vector<int64_t>& blocks_decoder,
                          int64_t feat_map_mul_on_downscale, int64_t batch_size) {
-  const size_t npool = pool_op_kernel_sizes.size() - 1;
-  if (blocks_encoder.size() < npool + 1 || blocks_decoder.size() < npool)
+  if (pool_op_kernel_sizes.empty()) throw InternalError("vram_fabians_unet: no pooling levels");
+  const size_t levels = pool_op_kernel_sizes.size() - 1;
+  if (blocks_encoder.size() < levels + 1 || blocks_decoder.size() < levels || levels == 0)
     throw InternalError("vram_fabians_unet: too few blocks per stage");
-  const D3 full{static_cast<double>(patch[0]), static_cast<double>(patch[1]), static_cast<double>(patch[2])};
-  const double fbase = static_cast<double>(base_num_features);
-
-  // ResidualUNetEncoder
-  D3 s = full;
-  double encoder = static_cast<double>(blocks_encoder[0] * 2 + 1) * prod3(s) * fbase +
-                   static_cast<double>(num_modalities) * prod3(s);
-  int64_t features = base_num_features;
-  for (size_t p = 1; p <= npool; ++p) {
-    for (int a = 0; a < 3; ++a) s[a] = s[a] / static_cast<double>(pool_op_kernel_sizes[p][a]);
-    features = std::min(features * feat_map_mul_on_downscale, max_num_features);
-    encoder += static_cast<double>(blocks_encoder[p] * 2 + 1) * prod3(s) * static_cast<double>(features);
-  }
-  // PlainConvUNetDecoder (the bottleneck belongs to the encoder)
-  s = full;
-  double decoder = static_cast<double>(blocks_decoder.back() + 1) * prod3(s) * fbase +
-                   static_cast<double>(num_classes) * prod3(s);
-  features = base_num_features;
-  for (size_t p = 1; p < npool; ++p) {
-    for (int a = 0; a < 3; ++a) s[a] = s[a] / static_cast<double>(pool_op_kernel_sizes[p][a]);
-    features = std::min(features * feat_map_mul_on_downscale, max_num_features);
-    decoder += static_cast<double>(blocks_decoder[blocks_decoder.size() - 1 - p] + 1) * prod3(s) *
-               static_cast<double>(features);
-  }
-  const double batch = static_cast<double>(batch_size);
-  return encoder * batch + decoder * batch;
+  // nnU-Net indexes the decoder blocks from the end: use exactly the `levels` given.
+  const std::vector<int64_t> dec(blocks_decoder.begin(), blocks_decoder.begin() + levels);
+  return vram_fabians_core(patch, base_num_features, max_num_features, num_modalities, num_classes,
+                           pool_op_kernel_sizes.data() + 1, static_cast<int>(levels), blocks_encoder.data(),
+                           dec.data(), feat_map_mul_on_downscale, batch_size);
 }
 
 D3 target_spacing_v21(const std::vector<D3>& spacings, const std::vector<Shape3>& sizes) {

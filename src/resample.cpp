@@ -3,10 +3,13 @@
 #include "amosprep/resample.hpp"
 
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <limits>
 #include <memory>
 #include <string>
@@ -40,16 +43,32 @@ struct Range {
 
 inline int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
+// Page faults are expensive (especially in VMs): large buffers ask for transparent huge pages.
+constexpr size_t kHugePage = size_t{2} << 20;
+
+void advise_huge_pages(void* p, size_t bytes) {
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + 4095) & ~uintptr_t{4095};
+  const uintptr_t e = reinterpret_cast<uintptr_t>(p) + bytes;
+  if (bytes >= kHugePage && e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+}
+
 // Uninitialised, reusable storage: pages are first touched by the (parallel) stage that fills them.
 template <class T>
 struct RawBuffer {
-  std::unique_ptr<T[]> p;
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  std::unique_ptr<T, Free> p;
   size_t n = 0;
   T* get(size_t need) {
     if (need > n) {
       p.reset();
-      p.reset(new T[need]);
-      n = need;
+      const size_t bytes = (need * sizeof(T) + kHugePage - 1) / kHugePage * kHugePage;
+      T* raw = static_cast<T*>(std::aligned_alloc(kHugePage, bytes));
+      if (!raw) throw std::bad_alloc();
+      advise_huge_pages(raw, bytes);
+      p.reset(raw);
+      n = bytes / sizeof(T);
     }
     return p.get();
   }
@@ -58,6 +77,21 @@ struct RawBuffer {
     n = 0;
   }
 };
+
+// Gives `a` the shape `s`; the contents are unspecified (fresh storage is zero, reused storage keeps values).
+void size_array(Array3<float>& a, const Shape3& s) {
+  const size_t n = static_cast<size_t>(voxel_count(s));
+  a.shape = s;
+  if (a.v.capacity() < n) {
+    std::vector<float> fresh;
+    fresh.reserve(n);
+    advise_huge_pages(fresh.data(), n * sizeof(float));
+    fresh.resize(n);
+    a.v.swap(fresh);
+  } else {
+    a.v.resize(n);
+  }
+}
 
 struct Workspace {
   RawBuffer<double> coef;  // prefiltered coefficients (order 3)
@@ -592,8 +626,7 @@ void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int orde
     }
   }
 
-  out.shape = out_shape;
-  out.v.resize(static_cast<size_t>(voxel_count(out_shape)));
+  size_array(out, out_shape);
   if (order == 0) {  // nearest: copies input values, which lie inside the clip range
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < out_shape[0] * out_shape[1]; ++r) {
@@ -702,8 +735,11 @@ void resize_segmentation_impl(const Array3<float>& seg, const Shape3& out_shape,
   const AxisMap m1 = make_axis_map(seg.shape[1], out_shape[1], order, true);
   const AxisMap m2 = make_axis_map(seg.shape[2], out_shape[2], order, true);
   const AxisMap* maps[3] = {&m0, &m1, &m2};
-  out.shape = out_shape;
-  out.v.assign(static_cast<size_t>(voxel_count(out_shape)), 0.0f);
+  size_array(out, out_shape);
+  float* o = out.data();
+  const int64_t n_out = static_cast<int64_t>(out.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n_out; ++i) o[i] = 0.0f;
 
   const std::vector<LabelBox> labels = find_labels(seg);
   const Range everywhere[3] = {{0, out_shape[0]}, {0, out_shape[1]}, {0, out_shape[2]}};
@@ -757,17 +793,24 @@ std::vector<int64_t> nearest_slices(int64_t n_in, int64_t n_out) {
   return src;
 }
 
-// a -> b with b's axis 0 = a's axis `axis` and the other two in their order (axis 0: plain copy).
-Array3<float> axis_first(const Array3<float>& a, int axis) {
-  if (axis == 0) return a;
+// b = a with a's axis `axis` moved to the front, the other two kept in their order (axis 1 or 2).
+void axis_first(const Array3<float>& a, int axis, Array3<float>& b) {
   const Shape3 s = a.shape;
   const Shape3 t = axis == 1 ? Shape3{s[1], s[0], s[2]} : Shape3{s[2], s[0], s[1]};
-  Array3<float> b(t);
+  size_array(b, t);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < t[0]; ++i)
     for (int64_t j = 0; j < t[1]; ++j)
       for (int64_t k = 0; k < t[2]; ++k) b(i, j, k) = axis == 1 ? a(j, i, k) : a(j, k, i);
-  return b;
+}
+
+void copy_array(const Array3<float>& a, Array3<float>& b) {
+  size_array(b, a.shape);
+  const float* s = a.data();
+  float* d = b.data();
+  const int64_t n = static_cast<int64_t>(a.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) d[i] = s[i];
 }
 
 // Inverse of axis_first composed with the nearest-slice mapping along the moved axis.
@@ -776,8 +819,7 @@ void restore_axis_nearest(const Array3<float>& b, int axis, int64_t n_out, Array
   const Shape3 t = b.shape;
   const Shape3 s = axis == 0 ? Shape3{n_out, t[1], t[2]}
                              : (axis == 1 ? Shape3{t[1], n_out, t[2]} : Shape3{t[1], t[2], n_out});
-  out.shape = s;
-  out.v.resize(static_cast<size_t>(voxel_count(s)));
+  size_array(out, s);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < s[0]; ++i)
     for (int64_t j = 0; j < s[1]; ++j) {
@@ -798,7 +840,7 @@ void restore_axis_nearest(const Array3<float>& b, int axis, int64_t n_out, Array
 void resample_channel(const Array3<float>& in, const Shape3& new_shape, bool is_seg, int order, const SeparateZ& sz,
                       Array3<float>& out) {
   if (in.shape == new_shape) {
-    out = in;
+    copy_array(in, out);
     return;
   }
   if (!sz.separate) {
@@ -809,7 +851,9 @@ void resample_channel(const Array3<float>& in, const Shape3& new_shape, bool is_
     return;
   }
   const int ax = sz.axis;
-  const Array3<float> moved = axis_first(in, ax);
+  Array3<float> moved_storage;
+  if (ax != 0) axis_first(in, ax, moved_storage);
+  const Array3<float>& moved = ax != 0 ? moved_storage : in;
   Shape3 plane_shape = moved.shape;  // slices along axis 0, resized in-plane
   int p = 1;
   for (int a = 0; a < 3; ++a)

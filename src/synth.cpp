@@ -179,8 +179,8 @@ Array3<uint8_t> paint_labels(const CaseParams& c) {
   return lab;
 }
 
-Array3<float> paint_image(const CaseParams& c, const Array3<uint8_t>& lab) {
-  Array3<float> img(Shape3{c.nz, c.ny, c.nx});
+Array3<int16_t> paint_image(const CaseParams& c, const Array3<uint8_t>& lab) {
+  Array3<int16_t> img(Shape3{c.nz, c.ny, c.nx});
   std::array<double, 16> organ_hu{};
   for (const Organ& o : c.organs) organ_hu[static_cast<size_t>(o.label)] = o.hu;
 #pragma omp parallel for schedule(static)
@@ -193,7 +193,7 @@ Array3<float> paint_image(const CaseParams& c, const Array3<uint8_t>& lab) {
         const double u = to_norm(x, c.nx);
         const uint64_t r = noise.next();  // one draw per voxel, used or not, keeps streams aligned
         if (outside_fov(c, z, u, v)) {
-          img(z, y, x) = 0.0f;
+          img(z, y, x) = 0;
           continue;
         }
         double hu = -1000.0;
@@ -208,7 +208,7 @@ Array3<float> paint_image(const CaseParams& c, const Array3<uint8_t>& lab) {
         // Approximately normal noise (sum of four 16-bit uniforms), sd about 12 HU.
         const double s4 = static_cast<double>((r & 0xFFFF) + ((r >> 16) & 0xFFFF) + ((r >> 32) & 0xFFFF) + (r >> 48));
         hu += (s4 / 65535.0 - 2.0) * 20.0;
-        img(z, y, x) = static_cast<float>(std::clamp(std::nearbyint(hu), -1024.0, 3071.0));
+        img(z, y, x) = static_cast<int16_t>(std::clamp(std::nearbyint(hu), -1024.0, 3071.0));
       }
     }
   }
@@ -256,14 +256,9 @@ void synth_amos_dataset(const SynthOptions& opt) {
   for (const CaseParams& c : cases) {
     const Geometry g = geometry_of(c);
     const Array3<uint8_t> lab = paint_labels(c);
-    {
-      const Array3<float> img = paint_image(c, lab);
-      write_nifti(dir + (c.train ? "/imagesTr/" : "/imagesTs/") + c.id + ".nii.gz", img, g, NiftiPixel::int16);
-    }
+    write_nifti(dir + (c.train ? "/imagesTr/" : "/imagesTs/") + c.id + ".nii.gz", paint_image(c, lab), g);
     if (c.train) {
-      Array3<float> labf(lab.shape);
-      for (size_t i = 0; i < lab.size(); ++i) labf.v[i] = static_cast<float>(lab.v[i]);
-      write_nifti(dir + "/labelsTr/" + c.id + ".nii.gz", labf, g, NiftiPixel::uint8);
+      write_nifti(dir + "/labelsTr/" + c.id + ".nii.gz", lab, g);
       train_ids.push_back(c.id);
     } else {
       test_ids.push_back(c.id);

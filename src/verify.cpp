@@ -20,7 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
-#include <sstream>
+#include <tuple>
 
 #include "amosprep/error.hpp"
 #include "amosprep/nifti_io.hpp"
@@ -228,8 +228,9 @@ struct DatasetSpec {
   std::set<int64_t> label_values;
   std::string label_values_text;  // e.g. "0..15"
   // Folders to scan for unlisted files, and the files each may hold.
-  std::vector<std::pair<std::string, std::set<std::string>>> folders;
+  std::vector<std::tuple<std::string, std::set<std::string>, bool>> folders;  // folder, files, list known
   std::set<std::string> missing_folders;
+  bool training_listed = false, test_listed = false;  // the "training" / "test" lists could be read
   std::string json_name;  // for messages: "task1_dataset.json" / "dataset.json"
   int channels = 1;
   bool raw_layout = false;
@@ -434,7 +435,7 @@ FileFacts check_file(const std::string& path, const std::string& id, Role role, 
                                "; a 3-D volume needs at least 2 voxels per axis");
       break;
     }
-  if (h.qform_sform_disagree)
+  if (h.qform_sform_disagree && header_ok)  // the qform is built from pixdim: a bad pixdim alone makes them differ
     sink.warning(id, path, "qform (code " + std::to_string(h.qform_code) + ") and sform (code " +
                                std::to_string(h.sform_code) +
                                ") disagree: ITK (which nnU-Net uses; ITK 5.2 takes the sform when sform_code is 1) and nibabel may "
@@ -460,7 +461,8 @@ FileFacts check_file(const std::string& path, const std::string& id, Role role, 
     const uint64_t needed = 348 + static_cast<uint64_t>(h.dim[0]) * h.dim[1] * h.dim[2] * bpv;
     if (payload_bytes < needed) {
       sink.error(id, path, "truncated: the header describes " + dims + " voxels of " + std::to_string(bpv) +
-                               " byte(s), that needs at least " + std::to_string(needed) + " bytes, the file holds " +
+                               " byte(s) each, at least " + std::to_string(needed) + " bytes, but the " +
+                               (ends_with(path, ".gz") ? "decompressed " : "") + "file holds " +
                                std::to_string(payload_bytes));
       return facts;
     }
@@ -654,6 +656,7 @@ void read_cases(const ojson& j, const std::string& json_path, bool training, Ima
     sink.error("", json_path, std::string("\"") + key + "\" must be a list");
     return;
   }
+  (training ? ds.training_listed : ds.test_listed) = true;
   for (size_t i = 0; i < list.size(); ++i) {
     const ojson& e = list[i];
     const std::string where = std::string(key) + "[" + std::to_string(i) + "]";
@@ -695,8 +698,8 @@ void read_cases(const ojson& j, const std::string& json_path, bool training, Ima
 
 /// Unlisted entries in a case folder.
 void find_strays(const DatasetSpec& ds, Sink& sink, std::vector<Problem>& errors_out) {
-  for (const auto& [folder, expected] : ds.folders) {
-    if (ds.missing_folders.count(folder)) continue;
+  for (const auto& [folder, expected, listed] : ds.folders) {
+    if (ds.missing_folders.count(folder) || !listed) continue;  // without a case list, nothing is a stray
     std::error_code ec;
     std::vector<std::string> names;
     for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec))
@@ -837,7 +840,7 @@ VerifyReport verify_amos_dir(const std::string& amos_dir_in, int task_id) {
       seen_test);
   for (const std::string& id : seen_test)
     if (seen_train.count(id)) sink.warning(id, json_path, "listed both in \"training\" and in \"test\"");
-  if (j->contains("numTraining")) {
+  if (j->contains("numTraining") && ds.training_listed) {
     const ojson& nt = j->at("numTraining");
     const auto listed = static_cast<int64_t>(seen_train.size());
     if (!nt.is_number_integer() || nt.get<int64_t>() != listed)
@@ -853,7 +856,9 @@ VerifyReport verify_amos_dir(const std::string& amos_dir_in, int task_id) {
     (c.training ? tr_imgs : ts_imgs).insert(c.id + ".nii.gz");
     if (c.training) tr_lbls.insert(c.id + ".nii.gz");
   }
-  ds.folders = {{images_tr, tr_imgs}, {labels_tr, tr_lbls}, {images_ts, ts_imgs}};
+  ds.folders = {{images_tr, tr_imgs, ds.training_listed},
+                {labels_tr, tr_lbls, ds.training_listed},
+                {images_ts, ts_imgs, ds.test_listed}};
   return run_checks(ds, std::move(problems));
 }
 
@@ -914,7 +919,7 @@ VerifyReport verify_raw_task(const std::string& task_dir_in) {
       seen_test);
   if (!j->contains("numTraining")) {
     sink.error("", json_path, "no \"numTraining\" key");
-  } else {
+  } else if (ds.training_listed) {
     const ojson& nt = j->at("numTraining");
     const auto listed = static_cast<int64_t>(seen_train.size());
     if (!nt.is_number_integer() || nt.get<int64_t>() != listed)
@@ -929,7 +934,9 @@ VerifyReport verify_raw_task(const std::string& task_dir_in) {
     for (const std::string& p : c.images) (c.training ? tr_imgs : ts_imgs).insert(last_component(p));
     if (c.training && !c.label.empty()) tr_lbls.insert(last_component(c.label));
   }
-  ds.folders = {{images_tr, tr_imgs}, {labels_tr, tr_lbls}, {images_ts, ts_imgs}};
+  ds.folders = {{images_tr, tr_imgs, ds.training_listed},
+                {labels_tr, tr_lbls, ds.training_listed},
+                {images_ts, ts_imgs, ds.test_listed}};
   return run_checks(ds, std::move(problems));
 }
 

@@ -34,6 +34,9 @@ enum class NiftiPixel { int16, uint8, uint16, int32, float32 };
 /// every value to be an integer in range (else InternalError). Throws IoError on write failure.
 void write_nifti(const std::string& path, const Array3<float>& voxels, const Geometry& geom, NiftiPixel pixel,
                  int gzip_level = 1);
+/// The same from voxels already in their on-disk type (int16 / uint8): no conversion, no float copy.
+void write_nifti(const std::string& path, const Array3<int16_t>& voxels, const Geometry& geom, int gzip_level = 1);
+void write_nifti(const std::string& path, const Array3<uint8_t>& voxels, const Geometry& geom, int gzip_level = 1);
 
 /// Header fields needed by integrity checks, parsed from the 348-byte NIfTI-1 header.
 struct NiftiHeaderInfo {

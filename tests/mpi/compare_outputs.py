@@ -26,21 +26,25 @@ def files_of(root):
     return out
 
 
+def text(v):
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def check_h5_matches_exports(task):
     import h5py
     path = os.path.join(task, "amos-prep.h5")
     assert os.path.exists(path), f"{path} missing"
     n = 0
     with h5py.File(path, "r") as h:
-        assert h.attrs["status"] == "complete"
-        ident = h.attrs["data_identifier"]
+        assert text(h.attrs["status"]) == "complete"
+        ident = text(h.attrs["data_identifier"])
         for stage in [k for k in h.keys() if k.startswith("stage")]:
             folder = os.path.join(task, f"{ident}_{stage}")
             cases = sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".npz"))
             assert sorted(h[stage].keys()) == cases, f"{stage}: HDF5 cases {sorted(h[stage].keys())} != npz {cases}"
             for case in cases:
                 g = h[stage][case]
-                assert g.attrs["status"] == "complete", f"{stage}/{case} not complete"
+                assert text(g.attrs["status"]) == "complete", f"{stage}/{case} not complete"
                 arr = np.load(os.path.join(folder, case + ".npz"))["data"]
                 assert np.array_equal(g["data"][...], arr[:-1]), f"{stage}/{case}: data differs from npz"
                 assert np.array_equal(g["seg"][...].astype(np.float32), arr[-1]), f"{stage}/{case}: seg differs"

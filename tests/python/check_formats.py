@@ -179,6 +179,12 @@ def mirror_matches(ours, obj, path="$"):
             return mirror_matches(ours, obj[()], path)
         if not isinstance(ours, list) or len(ours) != obj.shape[0]:
             return bad("ndarray: expected nested list")
+        if obj.dtype.kind in "iub" and obj.size > 0:  # fast path for the big class_locations arrays
+            arr = np.array(ours)
+            kind_ok = arr.dtype.kind == "b" if obj.dtype.kind == "b" else arr.dtype.kind == "i"
+            if not kind_ok or arr.shape != obj.shape or not np.array_equal(arr, obj):
+                return bad(f"ndarray {obj.dtype.str}{obj.shape} differs (got {arr.dtype}{arr.shape})")
+            return True
         ok = True
         for i in range(obj.shape[0]):
             ok = mirror_matches(ours[i], obj[i], f"{path}[{i}]") and ok
@@ -322,7 +328,7 @@ def check_npz(path, zlib_version):
         fail(f"{name}: unknown kind")
         return
     with zipfile.ZipFile(path) as z:
-        bad = z.testzip()
+        bad = z.testzip()  # what `python3 -m zipfile -t` runs
         if bad is not None:
             fail(f"{name}: zipfile.testzip reports {bad}")
         infos = z.infolist()
@@ -367,9 +373,6 @@ def check_npz(path, zlib_version):
         r = subprocess.run(["unzip", "-tqq", path], capture_output=True, text=True)
         if r.returncode != 0:
             fail(f"{name}: unzip -t failed: {r.stdout} {r.stderr}")
-    r = subprocess.run([sys.executable, "-m", "zipfile", "-t", path], capture_output=True, text=True)
-    if r.returncode != 0:
-        fail(f"{name}: python -m zipfile -t failed: {r.stderr}")
     # Plain layout: byte-identical to numpy (np.savez for 'none', np.savez_compressed with the same zlib for 'nnunet').
     import zlib
     if variant == "" and (mode == "none" or (mode == "nnunet" and zlib.ZLIB_RUNTIME_VERSION == zlib_version)):

@@ -288,6 +288,17 @@ TEST(NiftiIo, WriteReadRoundTrip) {
     EXPECT_EQ(h.dim[2], 5);
   }
   EXPECT_FALSE(fs::exists(tmp / "i16.nii.gz.tmp." + std::to_string(::getpid())));
+  // The typed overloads write the same bytes as the float path.
+  const Array3<float> vi = ramp(shape, 1.0f, -1000.0f);
+  Array3<int16_t> i16(shape);
+  for (size_t i = 0; i < vi.size(); ++i) i16.v[i] = static_cast<int16_t>(vi.v[i]);
+  write_nifti(tmp / "typed_i16.nii.gz", i16, g);
+  EXPECT_EQ(read_file(tmp / "typed_i16.nii.gz"), read_file(tmp / "i16.nii.gz"));
+  const Array3<float> vu = ramp(shape, 0.1f, 0.0f);
+  Array3<uint8_t> u8(shape);
+  for (size_t i = 0; i < vu.size(); ++i) u8.v[i] = static_cast<uint8_t>(vu.v[i]);
+  write_nifti(tmp / "typed_u8.nii", u8, g);
+  EXPECT_EQ(read_file(tmp / "typed_u8.nii"), read_file(tmp / "u8.nii"));
   // Every flip combination round-trips to the same direction exactly.
   for (int mask = 0; mask < 8; ++mask) {
     Geometry f = g;
