@@ -1,5 +1,6 @@
 #include "amosprep/amos_dataset.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -9,7 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fcntl.h>
+
 #include <nlohmann/json.hpp>
 
 #include "amosprep/error.hpp"

@@ -391,11 +391,15 @@ int cli_main(int argc, char** argv) {
     std::cerr << "amos-prep: error" << (mpi_size() > 1 ? " (rank " + std::to_string(mpi_rank()) + ")" : "") << ": "
               << e.what() << std::endl;
     if (mpi_size() > 1) abort_job(e.code());
-    return e.code();
+    // Temporary files are gone (unwinding ran their destructors). Skip MPI_Finalize: HDF5 would try to flush a
+    // store that just failed (e.g. on a full disk) from MPI's finalize hooks.
+    std::cerr.flush();
+    std::_Exit(e.code());
   } catch (const std::exception& e) {
     std::cerr << "amos-prep: internal error: " << e.what() << std::endl;
     if (mpi_size() > 1) abort_job(kExitInternal);
-    return kExitInternal;
+    std::cerr.flush();
+    std::_Exit(kExitInternal);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -13,6 +14,23 @@
 namespace amosprep {
 
 static std::string os_reason(int err) { return std::strerror(err); }
+
+// Test hook: AMOSPREP_FAULT_ENOSPC_AFTER_BYTES=N makes writes fail with ENOSPC once this process has written N
+// bytes through AtomicFile (the fault suite uses it where no small file system can be mounted).
+static ssize_t write_with_fault_injection(int fd, const char* p, size_t n) {
+  static const int64_t limit = [] {
+    const char* v = std::getenv("AMOSPREP_FAULT_ENOSPC_AFTER_BYTES");
+    return v ? std::atoll(v) : int64_t{-1};
+  }();
+  static int64_t written = 0;
+  if (limit >= 0 && written + static_cast<int64_t>(n) > limit) {
+    errno = ENOSPC;
+    return -1;
+  }
+  const ssize_t w = ::write(fd, p, n);
+  if (w > 0) written += w;
+  return w;
+}
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
   tmp_ = path_ + ".tmp." + std::to_string(::getpid());
@@ -30,7 +48,7 @@ AtomicFile::~AtomicFile() {
 void AtomicFile::write(const void* data, size_t n) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
-    ssize_t w = ::write(fd_, p, n);
+    ssize_t w = write_with_fault_injection(fd_, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
       throw IoError(path_, "write failed: " + os_reason(errno));

@@ -16,6 +16,7 @@
 #include <optional>
 #include <sys/resource.h>
 #include <sstream>
+#include <thread>
 
 #include "amosprep/amos_dataset.hpp"
 #include "amosprep/class_locations.hpp"
@@ -302,6 +303,14 @@ void Pipeline::load_task() {
   state_dir_ = (fs::path(out_dir_) / "amos-prep").string();
   cropped_dir_ = (fs::path(opt_.raw_base) / "nnUNet_cropped_data" / task_folder_name(opt_.task_id)).string();
   if (rank_ == 0) {
+    // Temporary files of an earlier, killed run are never final outputs: remove them.
+    for (const std::string& root : {out_dir_, cropped_dir_}) {
+      std::error_code ec;
+      if (!fs::is_directory(root, ec)) continue;
+      for (auto it = fs::recursive_directory_iterator(root, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec))
+        if (it->is_regular_file(ec) && it->path().filename().string().find(".tmp.") != std::string::npos)
+          fs::remove(it->path(), ec);
+    }
     make_dirs(out_dir_);
     make_dirs(state_dir_ + "/manifest");
     make_dirs(state_dir_ + "/cache");
@@ -688,6 +697,8 @@ void Pipeline::phase_preprocess() {
                            {"peak_rss_bytes_so_far", peak_rss_bytes()}});
       progress.item_done(metas_[i].id + " stage " + std::to_string(k),
                          static_cast<double>(voxel_count(stage_shape(k, i))), false);
+      if (const char* d = std::getenv("AMOSPREP_FAULT_DELAY_MS"))  // test hook: widen the window for kill tests
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(d)));
     }
     if (it != mine_.end()) mine_.erase(it);
   }

@@ -130,9 +130,15 @@ void pool_levels(const D3& spacing, const I3& patch, int64_t min_feature_map_siz
   out.convs[out.count] = {3, 3, 3};
 }
 
+// pad_shape: round each entry up to a multiple of its divisor (Python's floor modulo).
+int64_t pad_to_multiple(int64_t size, int64_t divisor) {
+  const int64_t rem = ((size % divisor) + divisor) % divisor;
+  return rem == 0 ? size : size + divisor - rem;
+}
+
 I3 padded(const I3& patch, const I3& divisor) {
-  const std::vector<int64_t> p = pad_shape({patch[0], patch[1], patch[2]}, {divisor[0], divisor[1], divisor[2]});
-  return {p[0], p[1], p[2]};
+  return {pad_to_multiple(patch[0], divisor[0]), pad_to_multiple(patch[1], divisor[1]),
+          pad_to_multiple(patch[2], divisor[2])};
 }
 
 int64_t vram_generic_core(const I3& patch, int64_t base, int64_t max_features, int64_t modalities, int64_t classes,
@@ -332,11 +338,7 @@ PoolConvProps get_pool_and_conv_props(const D3& spacing, const I3& patch, int64_
 std::vector<int64_t> pad_shape(const std::vector<int64_t>& shape, const std::vector<int64_t>& divisible_by) {
   if (shape.size() != divisible_by.size()) throw InternalError("pad_shape: shape and divisors differ in length");
   std::vector<int64_t> out(shape.size());
-  for (size_t i = 0; i < shape.size(); ++i) {
-    // Python's % is a floor modulo; shapes and divisors are positive here.
-    const int64_t rem = ((shape[i] % divisible_by[i]) + divisible_by[i]) % divisible_by[i];
-    out[i] = rem == 0 ? shape[i] : shape[i] + divisible_by[i] - rem;
-  }
+  for (size_t i = 0; i < shape.size(); ++i) out[i] = pad_to_multiple(shape[i], divisible_by[i]);
   return out;
 }
 

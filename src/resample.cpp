@@ -736,10 +736,10 @@ void resize_segmentation_impl(const Array3<float>& seg, const Shape3& out_shape,
   const AxisMap m2 = make_axis_map(seg.shape[2], out_shape[2], order, true);
   const AxisMap* maps[3] = {&m0, &m1, &m2};
   size_array(out, out_shape);
-  float* o = out.data();
+  float* zero = out.data();
   const int64_t n_out = static_cast<int64_t>(out.size());
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n_out; ++i) o[i] = 0.0f;
+  for (int64_t i = 0; i < n_out; ++i) zero[i] = 0.0f;
 
   const std::vector<LabelBox> labels = find_labels(seg);
   const Range everywhere[3] = {{0, out_shape[0]}, {0, out_shape[1]}, {0, out_shape[2]}};

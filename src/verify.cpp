@@ -19,6 +19,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <semaphore>
 #include <set>
 #include <tuple>
 
@@ -199,6 +200,22 @@ std::mutex& itk_read_mutex() {
   static std::mutex m;
   return m;
 }
+
+/// At most this many decoded volumes are held at once (a 512x512x1000 CT is 1 GB as float32), whatever the
+/// thread count: reading is serialised anyway, the slots only let the voxel statistics overlap the next read.
+constexpr std::ptrdiff_t kVolumeSlots = 3;
+std::counting_semaphore<kVolumeSlots>& volume_slots() {
+  static std::counting_semaphore<kVolumeSlots> slots(kVolumeSlots);
+  return slots;
+}
+
+/// Holds one volume slot for its lifetime.
+struct VolumeSlot {
+  VolumeSlot() { volume_slots().acquire(); }
+  ~VolumeSlot() { volume_slots().release(); }
+  VolumeSlot(const VolumeSlot&) = delete;
+  VolumeSlot& operator=(const VolumeSlot&) = delete;
+};
 
 class Sink {
  public:
@@ -468,6 +485,7 @@ FileFacts check_file(const std::string& path, const std::string& id, Role role, 
     }
   }
 
+  VolumeSlot slot;
   Image img;
   try {
     std::lock_guard<std::mutex> lock(itk_read_mutex());

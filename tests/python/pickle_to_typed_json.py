@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Prints a pickle (as nnU-Net writes them) as typed JSON that the C++ tests decode into a py::Value tree.
 
-Usage: /usr/bin/python3 pickle_to_typed_json.py FILE.pkl
+Usage: /usr/bin/python3 pickle_to_typed_json.py FILE.pkl [FILE.pkl ...]   (prints a JSON list, one entry per file)
 Encoding: {"t": "None"|"bool"|"int"|"float"|"str"|"list"|"tuple"|"dict"|"odict"|"nd"|"np", ...}; floats, ndarrays and
 numpy scalars carry their exact little-endian bytes as hex (dtype as numpy's descr, e.g. "<f8", "|b1").
 """
@@ -40,6 +40,10 @@ def enc(v):
     raise TypeError('cannot encode %r' % type(v))
 
 
+def load(path):
+    with open(path, 'rb') as f:
+        return enc(pickle.load(f))
+
+
 if __name__ == '__main__':
-    with open(sys.argv[1], 'rb') as f:
-        json.dump(enc(pickle.load(f)), sys.stdout)
+    json.dump([load(p) for p in sys.argv[1:]], sys.stdout)

@@ -3,7 +3,8 @@
 # stop must end the job cleanly with exit 75 and a resubmission must complete it, and a requeued job must resume.
 #   sbatch_pipeline.sh AMOS_PREP_BIN PYTHON SOURCE_DIR [PLANNER]
 # Exit 77 (skip) when Slurm/munge are not installed, not root, or the local cluster does not start.
-set -euo pipefail
+set -eEuo pipefail
+trap 'echo "FAIL: unexpected error at line $LINENO"' ERR
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 py=$2 src=$3 planner=${4:-ExperimentPlanner3D_v21}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -121,7 +122,7 @@ grep -q "amos-prep exit status 75: interrupted, resumable" "$tmp/job-2.out" || f
 grep -q "not requeueing: the job was submitted with --no-requeue" "$tmp/job-2.out" ||
   fail "scenario 2: a --no-requeue job must not requeue itself"
 [ ! -f "$work/$task_rel/amos-prep.h5" ] || fail "scenario 2: the HDF5 store must not be final after a stop"
-done_before=$(compgen -G "$work/$task_rel/*_stage0/*.npz" | wc -l)
+done_before=$( (compgen -G "$work/$task_rel/*_stage0/*.npz" || true) | wc -l)
 echo "   stopped with $done_before of 3 cases written"
 rc=0
 sbatch --wait --ntasks 2 --cpus-per-task 1 --output "$tmp/job-2b.out" "$sbatch_script" "$amos" "$work" "$planner" \

@@ -2,7 +2,8 @@
 # slurm/amos-prep.sbatch without Slurm (plain bash, mpirun -n 1, a stand-in binary): usage errors, argument
 # passing, USR1 forwarded through mpirun for a clean stop (exit 75), failures passed through.
 #   sbatch_signals.sh SOURCE_DIR
-set -euo pipefail
+set -eEuo pipefail
+trap 'echo "FAIL: unexpected error at line $LINENO"' ERR
 src=$1
 script=$src/slurm/amos-prep.sbatch
 command -v mpirun >/dev/null || { echo "SKIP: mpirun not found"; exit 77; }

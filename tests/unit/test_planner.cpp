@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <unistd.h>
 
 #include "amosprep/error.hpp"
 #include "amosprep/planner.hpp"
@@ -482,12 +483,13 @@ std::string python_exe() {
   return env ? env : "/usr/bin/python3";
 }
 
-// Converts a pickle with the helper script; empty json when Python (with numpy) is unavailable.
-nlohmann::json pickle_as_typed_json(const fs::path& pkl, const fs::path& tmp) {
-  const fs::path out = tmp / (pkl.stem().string() + ".json");
-  const std::string cmd = "'" + python_exe() + "' '" + std::string(AMOSPREP_SOURCE_DIR) +
-                          "/tests/python/pickle_to_typed_json.py' '" + pkl.string() + "' > '" + out.string() +
-                          "' 2>/dev/null";
+// Converts pickles with the helper script (one Python start); null json when Python with numpy is unavailable.
+nlohmann::json pickles_as_typed_json(const std::vector<fs::path>& pkls, const fs::path& tmp) {
+  const fs::path out = tmp / "plans.json";
+  std::string cmd = "'" + python_exe() + "' '" + std::string(AMOSPREP_SOURCE_DIR) +
+                    "/tests/python/pickle_to_typed_json.py'";
+  for (const auto& p : pkls) cmd += " '" + p.string() + "'";
+  cmd += " > '" + out.string() + "' 2>/dev/null";
   if (std::system(cmd.c_str()) != 0) return {};
   std::ifstream f(out);
   return nlohmann::json::parse(f);
@@ -524,46 +526,56 @@ TEST(PlannerFixtures, PlansDictEqualsRealNnUNetPickles) {
   const fs::path fixtures = fs::path(AMOSPREP_SOURCE_DIR) / ".." / "shared" / "fixtures";
   if (!fs::is_directory(fixtures)) GTEST_SKIP() << "shared fixtures not found at " << fixtures;
   if (!fs::exists(python_exe())) GTEST_SKIP() << python_exe() << " not found (needed to read the pickles)";
-  const fs::path tmp = fs::temp_directory_path() / ("amosprep_planner_" + std::to_string(::getpid()));
-  fs::create_directories(tmp);
-  int compared = 0;
+  std::vector<std::pair<PlannerKind, fs::path>> runs;
   for (const auto& set : fs::directory_iterator(fixtures)) {
-    const fs::path runs = set.path() / "nnunet-v1";
-    if (!fs::is_directory(runs)) continue;
-    for (const auto& run : fs::directory_iterator(runs)) {
+    if (!fs::is_directory(set.path() / "nnunet-v1")) continue;
+    for (const auto& run : fs::directory_iterator(set.path() / "nnunet-v1")) {
       const fs::path task = run.path() / "nnUNet_preprocessed" / "Task216_AMOS2022_task1";
       if (!fs::is_directory(task)) continue;
       const PlannerKind kind = planner_from_name(run.path().filename().string());
-      const fs::path pkl = task / make_plan(kind, synthetic12()).plans_file_name;
-      SCOPED_TRACE(pkl.string());
-      ASSERT_TRUE(fs::exists(pkl));
-      const nlohmann::json j = pickle_as_typed_json(pkl, tmp);
-      if (j.is_null()) GTEST_SKIP() << "could not run " << python_exe() << " with numpy to read " << pkl;
-      const py::Value want = decode_typed(j);
-
-      // Everything the planner does not compute comes from the pickle itself.
-      const py::Value& props = get(want, "dataset_properties");
-      PlannerInput in;
-      PlansContext ctx;
-      ctx.dataset_properties = props;
-      for (const auto& s : get(props, "all_spacings").as<py::List>().items) in.spacings.push_back(nd_to_d3(s));
-      for (const auto& s : get(props, "all_sizes").as<py::List>().items) in.sizes.push_back(tuple_to_shape(s));
-      for (const auto& m : get(props, "modalities").as<py::Dict>().items) in.modalities.push_back(m.second.as<std::string>());
-      for (const auto& r : get(props, "size_reductions").as<py::Dict>().items) in.size_reductions.push_back(as_float(r.second));
-      for (const auto& c : get(props, "all_classes").as<py::List>().items) ctx.all_classes.push_back(c.as<int64_t>());
-      in.num_classes = static_cast<int>(ctx.all_classes.size());
-      for (const auto& p : get(want, "list_of_npz_files").as<py::List>().items)
-        ctx.list_of_npz_files.push_back(p.as<std::string>());
-      in.num_cases = static_cast<int64_t>(ctx.list_of_npz_files.size());
-      ctx.preprocessed_data_folder = get(want, "preprocessed_data_folder").as<std::string>();
-      ctx.original_spacings = in.spacings;
-      ctx.original_sizes = in.sizes;
-
-      const py::Value got = plans_to_py(make_plan(kind, in), in, ctx);
-      EXPECT_TRUE(got == want) << first_difference(got, want, "plans");
-      ++compared;
+      runs.emplace_back(kind, task / make_plan(kind, synthetic12()).plans_file_name);
+      ASSERT_TRUE(fs::exists(runs.back().second)) << runs.back().second;
     }
   }
+  ASSERT_GE(runs.size(), 6u) << "expected v21 and bfnnUNet_31 plans for three fixture sets";
+  const fs::path tmp = fs::temp_directory_path() / ("amosprep_planner_" + std::to_string(::getpid()));
+  fs::create_directories(tmp);
+  std::vector<fs::path> pkls;
+  for (const auto& r : runs) pkls.push_back(r.second);
+  const nlohmann::json all = pickles_as_typed_json(pkls, tmp);
   fs::remove_all(tmp);
-  EXPECT_GE(compared, 6) << "expected v21 and bfnnUNet_31 plans for three fixture sets";
+  if (all.is_null()) GTEST_SKIP() << "could not run " << python_exe() << " with numpy to read the plans pickles";
+  ASSERT_EQ(all.size(), runs.size());
+
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const PlannerKind kind = runs[r].first;
+    SCOPED_TRACE(runs[r].second.string());
+    const py::Value want = decode_typed(all[r]);
+
+    // Everything the planner does not compute comes from the pickle itself.
+    const py::Value& props = get(want, "dataset_properties");
+    PlannerInput in;
+    PlansContext ctx;
+    ctx.dataset_properties = props;
+    for (const auto& s : get(props, "all_spacings").as<py::List>().items) in.spacings.push_back(nd_to_d3(s));
+    for (const auto& s : get(props, "all_sizes").as<py::List>().items) in.sizes.push_back(tuple_to_shape(s));
+    for (const auto& m : get(props, "modalities").as<py::Dict>().items)
+      in.modalities.push_back(m.second.as<std::string>());
+    for (const auto& x : get(props, "size_reductions").as<py::Dict>().items)
+      in.size_reductions.push_back(as_float(x.second));
+    for (const auto& c : get(props, "all_classes").as<py::List>().items) ctx.all_classes.push_back(c.as<int64_t>());
+    in.num_classes = static_cast<int>(ctx.all_classes.size());
+    for (const auto& p : get(want, "list_of_npz_files").as<py::List>().items)
+      ctx.list_of_npz_files.push_back(p.as<std::string>());
+    in.num_cases = static_cast<int64_t>(ctx.list_of_npz_files.size());
+    ctx.preprocessed_data_folder = get(want, "preprocessed_data_folder").as<std::string>();
+    ctx.original_spacings = in.spacings;
+    ctx.original_sizes = in.sizes;
+
+    const py::Value got = plans_to_py(make_plan(kind, in), in, ctx);
+    EXPECT_TRUE(got == want) << first_difference(got, want, "plans");
+    // The stages really are computed: a wrong planner must not pass.
+    const PlannerKind other = kind == PlannerKind::v21 ? PlannerKind::bfnnUNet_31 : PlannerKind::v21;
+    EXPECT_FALSE(plans_to_py(make_plan(other, in), in, ctx) == want);
+  }
 }

@@ -315,6 +315,20 @@ TEST_F(VerifyTest, VerifyGeometryMismatchesBetweenImageAndLabel) {
   EXPECT_EQ(r.errors(), 4) << r.text();
 }
 
+TEST_F(VerifyTest, VerifyOrientationWarningUsesNibabelAxisCodes) {
+  make_dataset();
+  Geometry flipped = geometry(kShape);
+  flipped.itk_direction = {-1, 0, 0, 0, 1, 0, 0, 0, 1};  // ITK (LPS) x reversed: nibabel calls it R, P, S
+  write_nifti(img("amos_0002"), ct_volume(kShape), flipped, NiftiPixel::int16);
+  write_nifti(lbl("amos_0002"), label_volume(kShape), flipped, NiftiPixel::uint8);
+  const VerifyReport r = verify_amos_dir(dir());
+  EXPECT_EQ(r.errors(), 0) << r.text();
+  ASSERT_EQ(r.warnings(), 1) << r.text();
+  EXPECT_EQ(r.problems[0].reason,
+            "training images differ in axis orientation (LPS: 2 cases (amos_0001, amos_0003); RPS: 1 case "
+            "(amos_0002)); nnU-Net works on the voxel grid as stored");
+}
+
 // ---- header --------------------------------------------------------------------------------------------------------
 
 TEST_F(VerifyTest, VerifyHeaderChecks) {
@@ -539,6 +553,12 @@ TEST(VerifyFixtures, SharedFixturesHaveNoErrors) {
     const VerifyReport r = verify_amos_dir(d);
     EXPECT_EQ(r.errors(), 0) << set << ":\n" << r.text();
     EXPECT_GT(r.training_cases, 0) << set;
+    if (std::string(set) == "phantom-tiny") {
+      // Axis codes as nibabel.aff2axcodes gives them for these files (computed once with nibabel 5.0).
+      EXPECT_TRUE(contains(r.text(), "(LAI: 1 case (amos_0394); LPS: 3 cases (amos_0064, amos_0280, amos_0345); "
+                                     "RAS: 1 case (amos_0130); RPS: 1 case (amos_0295))"))
+          << r.text();
+    }
   }
 }
 
