@@ -42,12 +42,15 @@ void make_case(const Shape3& s, bool fov_zero, Array3<float>& ct, Array3<float>&
   ct = Array3<float>(s);
   seg = Array3<float>(s, 0.0f);
   const double cy = s[1] / 2.0, cx = s[2] / 2.0;
-  struct Organ { double z, y, x, rz, ry, rx; int hu; };
+  struct Organ {
+    double z, y, x, rz, ry, rx;
+    int hu;
+  };
   // AMOS-like sizes in voxels of 2.5 x 0.78 x 0.78 mm (radii): liver, stomach, spleen, kidneys, vessels running
   // through most slices, small glands.
-  const double radii[15][3] = {{20, 60, 50}, {8, 22, 22}, {8, 22, 22}, {22, 14, 14}, {6, 18, 14}, {30, 110, 90},
-                               {10, 40, 55}, {55, 14, 14}, {55, 16, 18}, {6, 30, 40}, {5, 10, 8}, {5, 10, 8},
-                               {12, 40, 50}, {8, 30, 30}, {6, 20, 20}};
+  const double radii[15][3] = {{20, 60, 50},  {8, 22, 22},  {8, 22, 22},  {22, 14, 14}, {6, 18, 14},
+                               {30, 110, 90}, {10, 40, 55}, {55, 14, 14}, {55, 16, 18}, {6, 30, 40},
+                               {5, 10, 8},    {5, 10, 8},   {12, 40, 50}, {8, 30, 30},  {6, 20, 20}};
   std::vector<Organ> organs;
   for (int l = 1; l <= 15; ++l) {
     const uint32_t h = mix(static_cast<uint32_t>(l) * 2654435761U);
@@ -100,10 +103,11 @@ int main(int argc, char** argv) {
                      argc > 5 ? std::atoll(argv[5]) : 512};
   const std::array<double, 3> spacing{2.5, 0.78, 0.78}, target{1.5, 1.0, 1.0};
   const Shape3 ns = resampled_shape(spacing, target, shape);
-  std::printf("input %lldx%lldx%lld spacing (2.5, 0.78, 0.78) -> target (1.5, 1, 1) = %lldx%lldx%lld, %d threads, "
-              "%d runs\n",
-              (long long)shape[0], (long long)shape[1], (long long)shape[2], (long long)ns[0], (long long)ns[1],
-              (long long)ns[2], omp_get_max_threads(), runs);
+  std::printf(
+      "input %lldx%lldx%lld spacing (2.5, 0.78, 0.78) -> target (1.5, 1, 1) = %lldx%lldx%lld, %d threads, "
+      "%d runs\n",
+      (long long)shape[0], (long long)shape[1], (long long)shape[2], (long long)ns[0], (long long)ns[1],
+      (long long)ns[2], omp_get_max_threads(), runs);
   const Config configs[] = {
       {"bfnnUNet_31 (3-D, data order 3, labels order 3)", false, 3, false},
       {"bfnnUNet_31 + zero FOV corners (label -1)", false, 3, true},

@@ -19,6 +19,8 @@
 #include "amosprep/distributed.hpp"
 #include "amosprep/error.hpp"
 #include "amosprep/pipeline.hpp"
+#include "amosprep/qa.hpp"
+#include "amosprep/verify.hpp"
 #include "amosprep/run_control.hpp"
 #include "amosprep/synth.hpp"
 
@@ -298,6 +300,48 @@ int cmd_convert(std::vector<std::string> argv) {
   return kExitOk;
 }
 
+int cmd_verify(std::vector<std::string> argv) {
+  Args a("verify", std::move(argv));
+  a.set_description("Checks a dataset before any heavy work and lists every problem (errors, then warnings).\n"
+                    "Give an AMOS22 folder (--amos-dir) or an nnU-Net raw task folder (--raw-base with -t).\n"
+                    "Exit code 0: no errors (warnings allowed); 3: at least one error.");
+  a.option("--amos-dir", "DIR", "AMOS22 folder");
+  a.option("--raw-base", "RAW", "nnUNet_raw_data_base holding nnUNet_raw_data/TaskXXX_...");
+  a.option("-t,--task", "ID", "216 or 217", "216");
+  if (!a.parse()) return kExitOk;
+  const int task = task_id_from(a);
+  VerifyReport report;
+  if (a.has("--amos-dir")) {
+    require_dir(a.get("--amos-dir"), "--amos-dir");
+    report = verify_amos_dir(a.get("--amos-dir"), task);
+  } else if (a.has("--raw-base")) {
+    report = verify_raw_task(raw_task_dir(a.get("--raw-base"), task));
+  } else {
+    throw UsageError("verify: give --amos-dir DIR or --raw-base RAW (see --help)");
+  }
+  if (mpi_rank() == 0) std::cout << report.text() << std::flush;
+  return report.exit_code();
+}
+
+int cmd_qa(std::vector<std::string> argv) {
+  Args a("qa", std::move(argv));
+  a.set_description("Writes PNG overlays (image + labels, three orthogonal mid-slices, before and after preprocessing)\n"
+                    "per case and stage, and an index.html, so a run can be eyeballed in a browser.");
+  a.option("--preprocessed", "TASK_DIR", "preprocessed task folder, e.g. PRE/Task216_AMOS2022_task1");
+  a.option("--out", "DIR", "where the pictures and index.html go");
+  a.option("--raw-base", "RAW", "nnUNet_raw_data_base for the 'before' pictures (default: $nnUNet_raw_data_base; "
+           "the paths recorded in the properties are tried first)");
+  if (!a.parse()) return kExitOk;
+  const std::string task = a.required("--preprocessed"), out = a.required("--out");
+  require_dir(task, "--preprocessed");
+  if (mpi_rank() == 0) {
+    run_qa(task, out, a.has("--raw-base") ? a.get("--raw-base") : env_or("nnUNet_raw_data_base"));
+    std::cerr << "amos-prep qa: open " << (fs::path(out) / "index.html").string() << "\n";
+  }
+  barrier();
+  return kExitOk;
+}
+
 int run_pipeline(PipelineOptions o) {
   install_stop_handlers();
   plan_and_preprocess(o);
@@ -340,6 +384,17 @@ int cmd_run(std::vector<std::string> argv) {
   require_dir(amos, "--amos-dir");
   o.raw_base = (fs::path(out) / "nnUNet_raw_data_base").string();
   o.preprocessed = (fs::path(out) / "nnUNet_preprocessed").string();
+  if (o.verify_integrity) {
+    int code = kExitOk;
+    if (mpi_rank() == 0) {
+      const VerifyReport report = verify_amos_dir(amos, o.task_id);
+      std::cerr << report.text();
+      code = report.exit_code();
+    }
+    if (allreduce_max(code) != kExitOk)
+      throw InputError("", amos, "dataset integrity check failed (see the problems listed above)");
+    o.verify_integrity = false;  // the converted copy holds the same bytes
+  }
   if (mpi_rank() == 0) convert_amos(amos, o.raw_base, o.task_id);
   barrier();
   return run_pipeline(o);
@@ -351,7 +406,9 @@ const char* kTopUsage =
     "  synth                 write a deterministic AMOS22-layout phantom dataset\n"
     "  convert               AMOS22 folder -> nnU-Net v1 raw Task216/217 folder\n"
     "  plan_and_preprocess   nnU-Net v1 plan_and_preprocess (crop, fingerprint, plan, preprocess)\n"
-    "  run                   convert + plan_and_preprocess into one work root\n\n"
+    "  run                   convert + plan_and_preprocess into one work root\n"
+    "  verify                check a dataset and list every problem before any heavy work\n"
+    "  qa                    PNG overlays + index.html of a preprocessed task folder\n\n"
     "Works as a plain process and under mpirun -n N. Exit codes: 0 ok, 2 usage, 3 bad input, 4 I/O,\n"
     "5 internal error, 75 interrupted (rerun the same command to resume).\n";
 
@@ -371,6 +428,8 @@ int cli_main(int argc, char** argv) {
       {"convert", cmd_convert},
       {"plan_and_preprocess", cmd_plan_and_preprocess},
       {"run", cmd_run},
+      {"verify", cmd_verify},
+      {"qa", cmd_qa},
   };
   try {
     if (cmd == "-h" || cmd == "--help") {

@@ -33,6 +33,7 @@
 #include "amosprep/progress.hpp"
 #include "amosprep/resample.hpp"
 #include "amosprep/run_control.hpp"
+#include "amosprep/verify.hpp"
 
 namespace fs = std::filesystem;
 
@@ -969,6 +970,17 @@ void Pipeline::write_log() {
 }
 
 void Pipeline::run() {
+  if (opt_.verify_integrity) {
+    int code = kExitOk;
+    if (rank_ == 0) {
+      const VerifyReport report = verify_raw_task(raw_task_dir(opt_.raw_base, opt_.task_id));
+      std::cerr << report.text();
+      code = report.exit_code();
+    }
+    if (allreduce_max(code) != kExitOk)
+      throw InputError("", raw_task_dir(opt_.raw_base, opt_.task_id),
+                       "dataset integrity check failed (see the problems listed above)");
+  }
   load_task();
   log_.info("task " + task_.name + ": " + std::to_string(task_.training.size()) + " training cases, " +
             std::to_string(nranks_) + " rank(s) x " + std::to_string(omp_get_max_threads()) + " thread(s)");

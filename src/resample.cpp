@@ -9,9 +9,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <new>
 #include <limits>
 #include <memory>
+#include <new>
 #include <string>
 
 #include "amosprep/error.hpp"
@@ -32,8 +32,8 @@ constexpr double kDataGuard = 256.0 * 0x1p-53;
 constexpr int64_t kLabelWindowMargin = 24;
 // Margin (in coefficients) beyond which a cubic one-hot cannot reach 0.5 (its tail there is below 0.1).
 constexpr int64_t kCubicReach = 2;
-constexpr int kTileLanes = 32;   // lines prefiltered together along axes 0 and 1
-constexpr int kRowLanes = 4;     // rows prefiltered together along axis 2
+constexpr int kTileLanes = 32;  // lines prefiltered together along axes 0 and 1
+constexpr int kRowLanes = 4;    // rows prefiltered together along axis 2
 
 struct Range {
   int64_t lo = 0, hi = 0;
@@ -289,7 +289,8 @@ class Zoom {
         AMOSPREP_VERIFY(reg_.win[a].lo <= reg_.need[a].lo && reg_.need[a].hi <= reg_.win[a].hi,
                         "prefilter window must contain the sampled range");
         const int64_t pad = m_[a]->pad;
-        unp_[a] = {clamp_index(reg_.win[a].lo - pad, m_[a]->n_in), clamp_index(reg_.win[a].hi - 1 - pad, m_[a]->n_in) + 1};
+        unp_[a] = {clamp_index(reg_.win[a].lo - pad, m_[a]->n_in),
+                   clamp_index(reg_.win[a].hi - 1 - pad, m_[a]->n_in) + 1};
       } else {
         unp_[a] = reg_.need[a];
       }
@@ -391,7 +392,8 @@ class Zoom {
 #pragma omp parallel
     {
       std::vector<double>& tile = scratch().tile;
-      if (tile.size() < static_cast<size_t>(wz.size() * kTileLanes)) tile.resize(static_cast<size_t>(wz.size() * kTileLanes));
+      if (tile.size() < static_cast<size_t>(wz.size() * kTileLanes))
+        tile.resize(static_cast<size_t>(wz.size() * kTileLanes));
 #pragma omp for schedule(dynamic, 4)
       for (int64_t job = 0; job < uy.size() * nxb; ++job) {
         const int64_t y = uy.lo + job / nxb, x0 = ux.lo + (job % nxb) * kTileLanes;
@@ -421,7 +423,8 @@ class Zoom {
 #pragma omp parallel
     {
       std::vector<double>& tile = scratch().tile;
-      if (tile.size() < static_cast<size_t>(wy.size() * kTileLanes)) tile.resize(static_cast<size_t>(wy.size() * kTileLanes));
+      if (tile.size() < static_cast<size_t>(wy.size() * kTileLanes))
+        tile.resize(static_cast<size_t>(wy.size() * kTileLanes));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t zs = 0; zs < nz; ++zs) {
         for (int64_t xb = 0; xb < nxb; ++xb) {
@@ -447,7 +450,7 @@ class Zoom {
   // Stage 3, per z slab: prefilter rows along axis 2 (order 3), interpolate them along axis 2, then the slab
   // along axis 1 into t2 (and the same for |coefficients| into a2).
   void pass_axis2_axis1() {
-    const Range nyr = reg_.need[1], nxr = reg_.need[2], o1 = reg_.out[1], o2 = reg_.out[2];
+    const Range nyr = reg_.need[1], nxr = reg_.need[2], o1 = reg_.out[1];
     const Range ux = unp_[2], wx = reg_.win[2];
     const AxisMap& m1 = *m_[1];
     const AxisMap& m2 = *m_[2];
@@ -460,7 +463,8 @@ class Zoom {
       if (bound_ && sc.a1.size() < t1n) sc.a1.resize(t1n);
       if (prefiltered_ && sc.tile.size() < static_cast<size_t>(wx.size() * kRowLanes))
         sc.tile.resize(static_cast<size_t>(wx.size() * kRowLanes));
-      if (!prefiltered_ && sc.row.size() < static_cast<size_t>(nxr.size())) sc.row.resize(static_cast<size_t>(nxr.size()));
+      if (!prefiltered_ && sc.row.size() < static_cast<size_t>(nxr.size()))
+        sc.row.resize(static_cast<size_t>(nxr.size()));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t zs = 0; zs < nz; ++zs) {
         double* t1 = sc.t1.data();
@@ -519,7 +523,6 @@ class Zoom {
             }
           }
         }
-        (void)o2;
       }
     }
   }
@@ -537,7 +540,8 @@ class Zoom {
         const double* w = m2.w_at(k);
         const double p0 = row[idx[0] - base], p1 = row[idx[1] - base], p2 = row[idx[2] - base], p3 = row[idx[3] - base];
         d[k - o2.lo] = ((w[0] * p0 + w[1] * p1) + w[2] * p2) + w[3] * p3;
-        if (da) da[k - o2.lo] = ((w[0] * std::fabs(p0) + w[1] * std::fabs(p1)) + w[2] * std::fabs(p2)) + w[3] * std::fabs(p3);
+        if (da)
+          da[k - o2.lo] = ((w[0] * std::fabs(p0) + w[1] * std::fabs(p1)) + w[2] * std::fabs(p2)) + w[3] * std::fabs(p3);
       }
     } else {
       for (int64_t k = o2.lo; k < o2.hi; ++k) {
@@ -560,7 +564,7 @@ class Zoom {
   Region reg_;
   bool bound_;
   bool prefiltered_ = false;
-  Range unp_[3];            // unpadded source range per axis feeding the windows (prefiltered axes)
+  Range unp_[3];             // unpadded source range per axis feeding the windows (prefiltered axes)
   int64_t ny_ = 0, nx_ = 0;  // coefficient buffer row/plane strides
   int64_t r1_ = 0, r2_ = 0;
   double* coef_ = nullptr;
@@ -580,8 +584,9 @@ struct OneHot {
 void check_shapes(const Shape3& in, const Shape3& out) {
   for (int a = 0; a < 3; ++a)
     if (in[a] <= 0 || out[a] <= 0)
-      throw InputError("", "", "resampling needs non-empty shapes (got " + std::to_string(in[a]) + " -> " +
-                                   std::to_string(out[a]) + " on axis " + std::to_string(a) + ")");
+      throw InputError("", "",
+                       "resampling needs non-empty shapes (got " + std::to_string(in[a]) + " -> " +
+                           std::to_string(out[a]) + " on axis " + std::to_string(a) + ")");
 }
 
 // skimage resize of a whole volume (all axes) or of every axis-0 slice as a 2-D image (per-slice clip).
@@ -722,6 +727,36 @@ std::vector<LabelBox> find_labels(const Array3<float>& seg) {
   return all;
 }
 
+// Bounding box of the voxels holding a negative label; false if there are none.
+bool negative_box(const Array3<float>& out, Range box[3]) {
+  const Shape3 s = out.shape;
+  std::vector<Range> rows(static_cast<size_t>(s[0]), Range{s[1], 0}), cols(static_cast<size_t>(s[0]), Range{s[2], 0});
+#pragma omp parallel for schedule(static)
+  for (int64_t k0 = 0; k0 < s[0]; ++k0) {
+    Range& r = rows[static_cast<size_t>(k0)];
+    Range& c = cols[static_cast<size_t>(k0)];
+    for (int64_t k1 = 0; k1 < s[1]; ++k1) {
+      const float* o = &out(k0, k1, 0);
+      for (int64_t k2 = 0; k2 < s[2]; ++k2)
+        if (o[k2] < 0.0f) {
+          r = {std::min(r.lo, k1), std::max(r.hi, k1 + 1)};
+          c = {std::min(c.lo, k2), std::max(c.hi, k2 + 1)};
+        }
+    }
+  }
+  box[0] = {s[0], 0};
+  box[1] = {s[1], 0};
+  box[2] = {s[2], 0};
+  for (int64_t k0 = 0; k0 < s[0]; ++k0) {
+    const Range r = rows[static_cast<size_t>(k0)], c = cols[static_cast<size_t>(k0)];
+    if (r.empty()) continue;
+    box[0] = {std::min(box[0].lo, k0), k0 + 1};
+    box[1] = {std::min(box[1].lo, r.lo), std::max(box[1].hi, r.hi)};
+    box[2] = {std::min(box[2].lo, c.lo), std::max(box[2].hi, c.hi)};
+  }
+  return !box[0].empty();
+}
+
 void resize_segmentation_impl(const Array3<float>& seg, const Shape3& out_shape, int order, bool slices,
                               Array3<float>& out) {
   check_order(order);
@@ -750,20 +785,8 @@ void resize_segmentation_impl(const Array3<float>& seg, const Shape3& out_shape,
     const bool background = lb.label == 0.0f;
     if (background && !any_negative) continue;
     Range restrict_out[3] = {everywhere[0], everywhere[1], everywhere[2]};
-    if (background) {  // bounding box of the output voxels holding a negative label
-      Range nb[3] = {{out_shape[0], 0}, {out_shape[1], 0}, {out_shape[2], 0}};
-      for (int64_t k0 = 0; k0 < out_shape[0]; ++k0)
-        for (int64_t k1 = 0; k1 < out_shape[1]; ++k1) {
-          const float* o = &out(k0, k1, 0);
-          for (int64_t k2 = 0; k2 < out_shape[2]; ++k2)
-            if (o[k2] < 0.0f) {
-              nb[0] = {std::min(nb[0].lo, k0), std::max(nb[0].hi, k0 + 1)};
-              nb[1] = {std::min(nb[1].lo, k1), std::max(nb[1].hi, k1 + 1)};
-              nb[2] = {std::min(nb[2].lo, k2), std::max(nb[2].hi, k2 + 1)};
-            }
-        }
-      if (nb[0].empty()) continue;
-      for (int a = 0; a < 3; ++a) restrict_out[a] = nb[a];
+    if (background) {
+      if (!negative_box(out, restrict_out)) continue;
     }
     Region reg;
     if (!label_region(maps, lb.bb, restrict_out, reg)) continue;
@@ -817,8 +840,8 @@ void copy_array(const Array3<float>& a, Array3<float>& b) {
 void restore_axis_nearest(const Array3<float>& b, int axis, int64_t n_out, Array3<float>& out) {
   const std::vector<int64_t> src = nearest_slices(b.shape[0], n_out);
   const Shape3 t = b.shape;
-  const Shape3 s = axis == 0 ? Shape3{n_out, t[1], t[2]}
-                             : (axis == 1 ? Shape3{t[1], n_out, t[2]} : Shape3{t[1], t[2], n_out});
+  const Shape3 s =
+      axis == 0 ? Shape3{n_out, t[1], t[2]} : (axis == 1 ? Shape3{t[1], n_out, t[2]} : Shape3{t[1], t[2], n_out});
   size_array(out, s);
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < s[0]; ++i)

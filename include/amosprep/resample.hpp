@@ -17,10 +17,10 @@ namespace amosprep {
 
 /// Interpolation orders of a preprocessor (nnU-Net's GenericPreprocessor defaults).
 struct ResampleSettings {
-  int order_data = 3;                    ///< data interpolation order (3)
-  int order_seg = 1;                     ///< 1 = GenericPreprocessor, 3 = Preprocessor3DBetterResampling
-  std::optional<bool> force_separate_z;  ///< nullopt = decide per case (v21); false for the residual planners
-  int order_z_data = 0, order_z_seg = 0; ///< along the low-res axis in the separate-z path (only 0 is supported)
+  int order_data = 3;                     ///< data interpolation order (3)
+  int order_seg = 1;                      ///< 1 = GenericPreprocessor, 3 = Preprocessor3DBetterResampling
+  std::optional<bool> force_separate_z;   ///< nullopt = decide per case (v21); false for the residual planners
+  int order_z_data = 0, order_z_seg = 0;  ///< along the low-res axis in the separate-z path (only 0 is supported)
 };
 
 /// nnU-Net's separate-z decision (§6.3): `separate` and the low-resolution axis (-1 when not separate).
@@ -34,16 +34,14 @@ SeparateZ decide_separate_z(const std::array<double, 3>& spacing, const std::arr
                             std::optional<bool> force_separate_z);
 
 /// new_shape = RNE((spacing/target)*shape) per axis (§6.3).
-Shape3 resampled_shape(const std::array<double, 3>& spacing, const std::array<double, 3>& target,
-                       const Shape3& shape);
+Shape3 resampled_shape(const std::array<double, 3>& spacing, const std::array<double, 3>& target, const Shape3& shape);
 
 /// nnU-Net resample_patient for C data channels and one seg channel (float32 in, float32 out). If no axis
 /// changes, outputs are bit-copies. `seg` may be empty (shape 0,0,0): `seg_out` is then empty too. Every data
 /// channel must have the same shape, and so must a non-empty seg.
 void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
                       const std::array<double, 3>& spacing, const std::array<double, 3>& target,
-                      const ResampleSettings& settings, std::vector<Array3<float>>& data_out,
-                      Array3<float>& seg_out);
+                      const ResampleSettings& settings, std::vector<Array3<float>>& data_out, Array3<float>& seg_out);
 
 /// skimage resize(order 0/1/3, mode='edge', anti_aliasing=False) of a 3-D volume incl. the clip to the input
 /// range, cast to float32. All three axes are interpolated (also ones whose size does not change).
