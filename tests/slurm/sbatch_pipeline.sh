@@ -80,6 +80,21 @@ submit_background() {
   fail "sbatch did not submit ($out)"
 }
 
+# Exit status of the background `sbatch --wait` (wait_pid); fails after $1 seconds.
+wait_sbatch() {
+  local limit=$1 i
+  for i in $(seq $((limit * 10))); do
+    kill -0 "$wait_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$wait_pid" 2>/dev/null; then
+    scontrol show job "$job_id" 2>/dev/null | grep -E "JobState|Restarts|BeginTime" || true
+    fail "job $job_id did not finish within $limit s"
+  fi
+  rc=0
+  wait "$wait_pid" || rc=$?
+}
+
 # Waits until the preprocessing phase of the running job has begun (its stage folder exists), then sends USR1 to
 # the batch shell only, as Slurm does for --signal=B:USR1@... before the time limit.
 stop_when_preprocessing() {
@@ -114,8 +129,7 @@ export AMOS_PREP_BIN=$bin
 submit_background job-2 --no-requeue --ntasks 2 --cpus-per-task 1 --output "$tmp/job-2.out" \
   "$sbatch_script" "$amos" "$work" "$planner"
 stop_when_preprocessing "$job_id"
-rc=0
-wait "$wait_pid" || rc=$?
+wait_sbatch 60
 [ $rc -eq 75 ] || fail "scenario 2: interrupted job exit status $rc, expected 75"
 grep -q "received SIGUSR1" "$tmp/job-2.out" || fail "scenario 2: the batch shell did not see USR1"
 grep -q "amos-prep exit status 75: interrupted, resumable" "$tmp/job-2.out" || fail "scenario 2: no exit-75 line"
@@ -136,20 +150,7 @@ export AMOS_PREP_LAUNCHER=srun
 submit_background job-3 --requeue --ntasks 2 --cpus-per-task 1 --output "$tmp/job-3.out" \
   "$sbatch_script" "$amos" "$work" "$planner"
 stop_when_preprocessing "$job_id"
-# Slurm holds a requeued job for a while (Reason=BeginTime); release it at once to keep the test short.
-released=
-for _ in $(seq 600); do
-  state=$(scontrol show job "$job_id" 2>/dev/null | tr ' ' '\n' | sed -n 's/^JobState=//p')
-  restarts=$(scontrol show job "$job_id" 2>/dev/null | tr ' ' '\n' | sed -n 's/^Restarts=//p')
-  if [ "$state" = PENDING ] && [ "${restarts:-0}" -ge 1 ]; then
-    scontrol update jobid="$job_id" starttime=now >/dev/null 2>&1 && released=1 && break
-  fi
-  kill -0 "$wait_pid" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$released" ] || fail "scenario 3: job $job_id was not requeued (state '$state', restarts '$restarts')"
-rc=0
-wait "$wait_pid" || rc=$?
+wait_sbatch 90
 [ $rc -eq 0 ] || fail "scenario 3: requeued job's final exit status $rc"
 grep -q "amos-prep exit status 75: interrupted, resumable" "$tmp/job-3.out" || fail "scenario 3: no exit-75 line"
 grep -q "running: srun --mpi=pmix" "$tmp/job-3.out" || fail "scenario 3: srun was not used"
