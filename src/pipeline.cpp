@@ -348,8 +348,6 @@ CropResult Pipeline::read_and_crop(size_t i, CaseMeta* meta, CaseSummary* summar
       << ") differs from image shape (" << geom.shape[0] << ", " << geom.shape[1] << ", " << geom.shape[2] << ")";
     throw InputError(c.id, c.label, s.str());
   }
-  for (auto& ch : channels)  // nnU-Net: data[isnan(data)] = 0 happens in preprocessing; crop sees raw values
-    (void)ch;
   reading.reset();
   ScopedPhase cropping(times_, "crop", &case_log_entry_);
   CropResult crop;
@@ -576,17 +574,24 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
 
   // nnU-Net: transpose (identity for AMOS planners, checked by the planner), NaN -> 0, resample, seg < -1 -> 0.
   AMOSPREP_VERIFY(plan_.transpose_forward == (std::array<int64_t, 3>{0, 1, 2}), "non-identity transpose_forward");
-  std::vector<Array3<float>> data = crop.data;
-  for (auto& ch : data)
-    for (auto& x : ch.v)
-      if (std::isnan(x)) x = 0.0f;
+  // NaN -> 0 needs a copy only when the case has NaNs (rare); otherwise the cropped channels are used as they are.
+  std::vector<Array3<float>> nan_free;
+  for (const auto& ch : crop.data)
+    if (std::any_of(ch.v.begin(), ch.v.end(), [](float x) { return std::isnan(x); })) {
+      nan_free = crop.data;
+      for (auto& c : nan_free)
+        for (auto& x : c.v)
+          if (std::isnan(x)) x = 0.0f;
+      break;
+    }
+  const std::vector<Array3<float>>& data = nan_free.empty() ? crop.data : nan_free;
   std::vector<Array3<float>> data_out;
   Array3<float> seg_out;
   {
     ScopedPhase t(times_, "resample", &case_log_entry_);
     resample_patient(data, crop.seg, meta.geom.spacing, sp.current_spacing, rs, data_out, seg_out);
   }
-  data.clear();
+  nan_free.clear();
   for (auto& x : seg_out.v)
     if (x < -1.0f) x = 0.0f;
   std::optional<ScopedPhase> normalizing(std::in_place, times_, "normalize", &case_log_entry_);
@@ -892,9 +897,7 @@ void Pipeline::h5_finish() {
   }
   // 3) Status flips to complete last, then the file is closed and renamed into place.
   for (const auto& [key, v] : all_sizes) h5_->set_attr(h5_case_group(key.first, key.second), "status", std::string("complete"));
-  if (rank_ == 0) {
-    // plans and fingerprint as small datasets (attributes are limited to 64 KiB)
-  }
+  // The plans and the fingerprint as small datasets (attributes are limited to 64 KiB).
   const std::string plans_bytes = rank_ == 0 ? read_file(out_dir_ + "/" + plan_.plans_file_name) : std::string();
   const std::string props_bytes = rank_ == 0 ? read_file(out_dir_ + "/dataset_properties.pkl") : std::string();
   const std::string plans_b = broadcast_bytes(plans_bytes), props_b = broadcast_bytes(props_bytes);

@@ -566,7 +566,7 @@ py::Value plans_to_py(const Plan& plan, const PlannerInput& in, const PlansConte
   for (int64_t c : ctx.all_classes) classes.emplace_back(c);
 
   // transpose_forward = [np.argmax(...)] + [python ints]; transpose_backward = [np.int64] * 3 (§6.10)
-  const py::Value transpose_forward = py::list({py::Value(plan.transpose_forward[0]),
+  const py::Value transpose_forward = py::list({py::np_int64(plan.transpose_forward[0]),
                                                 py::Value(plan.transpose_forward[1]),
                                                 py::Value(plan.transpose_forward[2])});
   const py::Value transpose_backward =

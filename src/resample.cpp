@@ -94,13 +94,15 @@ void size_array(Array3<float>& a, const Shape3& s) {
 }
 
 struct Workspace {
-  RawBuffer<double> coef;  // prefiltered coefficients (order 3)
-  RawBuffer<double> t2;    // after the axis-2 and axis-1 passes
-  RawBuffer<float> a2;     // the same passes applied to |coefficients| (error bound, data only)
+  RawBuffer<double> coef;         // prefiltered coefficients (order 3)
+  RawBuffer<double> t1, a1;       // one slab after the axis-2 pass (a1: the same for |coefficients|)
+  RawBuffer<double> ring, aring;  // the last `taps` slabs after the axis-1 pass
   void release() {
     coef.release();
-    t2.release();
-    a2.release();
+    t1.release();
+    a1.release();
+    ring.release();
+    aring.release();
   }
 };
 
@@ -109,9 +111,9 @@ Workspace& workspace() {
   return ws;
 }
 
-// Small per-thread scratch (line tiles, one slab of the axis-2 pass).
+// Small per-thread scratch (a line tile, one output row and its bound).
 struct Scratch {
-  std::vector<double> tile, t1, a1, row;
+  std::vector<double> tile, line;
 };
 Scratch& scratch() {
   static thread_local Scratch s;
@@ -301,51 +303,81 @@ class Zoom {
     r2_ = reg_.out[2].size();
   }
 
-  // Stages 1-3: prefilter (order 3) and the axis-2 and axis-1 interpolation passes.
-  void run(Workspace& ws) {
-    const int64_t nz = reg_.need[0].size();
+  // Runs the zoom and calls sink(k0, k1, line, bound) once for every output row of the region: line[k2 - out[2].lo]
+  // is the separable value, bound (null without want_bound) the matching sum of |coefficient| * weights. The
+  // sink runs inside the OpenMP team (distinct rows on distinct threads).
+  //
+  // Order 3: the coefficients are prefiltered along axes 0 and 1 for the whole region first. Then z slabs are
+  // streamed: each slab's rows are prefiltered along axis 2 and interpolated along axes 2 and 1 into a ring of
+  // `taps` slabs, and every output plane whose axis-0 taps are complete is emitted.
+  template <class Sink>
+  void run(Workspace& ws, Sink&& sink) {
+    const AxisMap& m0 = *m_[0];
+    const int64_t nz = reg_.need[0].size(), z0 = reg_.need[0].lo;
+    const Range o0 = reg_.out[0];
+    used_.assign(static_cast<size_t>(nz), 0);
+    for (int64_t k0 = o0.lo; k0 < o0.hi; ++k0)
+      for (int j = 0; j < m0.taps; ++j) used_[static_cast<size_t>(m0.idx_at(k0)[j] - z0)] = 1;
     if (prefiltered_) {
       coef_ = ws.coef.get(static_cast<size_t>(nz * ny_ * nx_));
       fill_and_prefilter_axis0();
       if (m_[1]->prefilter) prefilter_axis1();  // else (inactive axis 1) stage 1 already used the final rows
     }
-    t2_ = ws.t2.get(static_cast<size_t>(nz * r1_ * r2_));
-    if (bound_) a2_ = ws.a2.get(static_cast<size_t>(nz * r1_ * r2_));
-    pass_axis2_axis1();
-  }
-
-  // Stage 4: the axis-0 pass; calls sink(k0, k1, line, bound) for every output row of the region, where
-  // line[k2 - out[2].lo] is the separable value and bound (null without want_bound) the error scale.
-  template <class Sink>
-  void finish(Sink&& sink) const {
-    const Range o0 = reg_.out[0], o1 = reg_.out[1];
-    const int64_t rows = o0.size() * o1.size();
-    const AxisMap& m0 = *m_[0];
+    const int64_t nrows = reg_.need[1].size(), slab = r1_ * r2_;
+    double* t1 = ws.t1.get(static_cast<size_t>(nrows * r2_));
+    double* a1 = bound_ ? ws.a1.get(static_cast<size_t>(nrows * r2_)) : nullptr;
+    double* ring = ws.ring.get(static_cast<size_t>(m0.taps * slab));
+    double* aring = bound_ ? ws.aring.get(static_cast<size_t>(m0.taps * slab)) : nullptr;
+    const int64_t ngroups = prefiltered_ ? (nrows + kRowLanes - 1) / kRowLanes : nrows;
 #pragma omp parallel
     {
-      std::vector<double> line(static_cast<size_t>(r2_)), bound(bound_ ? static_cast<size_t>(r2_) : 0);
+      Scratch& sc = scratch();
+      const size_t tile_n = static_cast<size_t>(prefiltered_ ? reg_.win[2].size() * kRowLanes : reg_.need[2].size());
+      if (sc.tile.size() < tile_n) sc.tile.resize(tile_n);
+      if (sc.line.size() < static_cast<size_t>(2 * r2_)) sc.line.resize(static_cast<size_t>(2 * r2_));
+      int64_t next = o0.lo;  // first output plane not emitted yet (same value on every thread)
+      for (int64_t zs = 0; zs < nz; ++zs) {
+        if (!used_[static_cast<size_t>(zs)]) continue;
+          // axis-2 prefilter (order 3) and interpolation of the slab's rows
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < ngroups; ++g) slab_rows(zs, g, sc.tile.data(), t1, a1);
+        // axis 1
+        double* ts = ring + (zs % m0.taps) * slab;
+        double* as = bound_ ? aring + (zs % m0.taps) * slab : nullptr;
+        const Range o1 = reg_.out[1];
+        const AxisMap& m1 = *m_[1];
 #pragma omp for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        const int64_t k0 = o0.lo + r / o1.size(), k1 = o1.lo + r % o1.size();
-        const int64_t* idx = m0.idx_at(k0);
-        const double* w = m0.w_at(k0);
-        double* ln = line.data();
-        const double* t = t2_ + ((idx[0] - reg_.need[0].lo) * r1_ + (k1 - o1.lo)) * r2_;
-        for (int64_t i = 0; i < r2_; ++i) ln[i] = w[0] * t[i];
-        for (int j = 1; j < m0.taps; ++j) {
-          t = t2_ + ((idx[j] - reg_.need[0].lo) * r1_ + (k1 - o1.lo)) * r2_;
-          for (int64_t i = 0; i < r2_; ++i) ln[i] += w[j] * t[i];
-        }
-        if (bound_) {
-          double* bd = bound.data();
-          const float* a = a2_ + ((idx[0] - reg_.need[0].lo) * r1_ + (k1 - o1.lo)) * r2_;
-          for (int64_t i = 0; i < r2_; ++i) bd[i] = w[0] * static_cast<double>(a[i]);
-          for (int j = 1; j < m0.taps; ++j) {
-            a = a2_ + ((idx[j] - reg_.need[0].lo) * r1_ + (k1 - o1.lo)) * r2_;
-            for (int64_t i = 0; i < r2_; ++i) bd[i] += w[j] * static_cast<double>(a[i]);
+        for (int64_t k1 = o1.lo; k1 < o1.hi; ++k1) {
+          const int64_t* idx = m1.idx_at(k1);
+          const double* w = m1.w_at(k1);
+          const double* src[4];
+          for (int j = 0; j < m1.taps; ++j) src[j] = t1 + (idx[j] - reg_.need[1].lo) * r2_;
+          weighted_sum(ts + (k1 - o1.lo) * r2_, src, w, m1.taps, r2_);
+          if (bound_) {
+            for (int j = 0; j < m1.taps; ++j) src[j] = a1 + (idx[j] - reg_.need[1].lo) * r2_;
+            weighted_sum(as + (k1 - o1.lo) * r2_, src, w, m1.taps, r2_);
           }
         }
-        sink(k0, k1, static_cast<const double*>(ln), bound_ ? static_cast<const double*>(bound.data()) : nullptr);
+        // axis 0: every output plane whose last tap is this slab
+        int64_t end = next;
+        while (end < o0.hi && m0.idx_at(end)[m0.taps - 1] - z0 <= zs) ++end;
+        double* line = sc.line.data();
+        double* bound = line + r2_;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < (end - next) * r1_; ++r) {
+          const int64_t k0 = next + r / r1_, k1r = r % r1_;
+          const int64_t* idx = m0.idx_at(k0);
+          const double* src[4];
+          for (int j = 0; j < m0.taps; ++j) src[j] = ring + ((idx[j] - z0) % m0.taps) * slab + k1r * r2_;
+          weighted_sum(line, src, m0.w_at(k0), m0.taps, r2_);
+          if (bound_) {
+            for (int j = 0; j < m0.taps; ++j) src[j] = aring + ((idx[j] - z0) % m0.taps) * slab + k1r * r2_;
+            weighted_sum(bound, src, m0.w_at(k0), m0.taps, r2_);
+          }
+          sink(k0, reg_.out[1].lo + k1r, static_cast<const double*>(line),
+               bound_ ? static_cast<const double*>(bound) : nullptr);
+        }
+        next = end;
       }
     }
   }
@@ -427,6 +459,7 @@ class Zoom {
         tile.resize(static_cast<size_t>(wy.size() * kTileLanes));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t zs = 0; zs < nz; ++zs) {
+        if (!used_[static_cast<size_t>(zs)]) continue;
         for (int64_t xb = 0; xb < nxb; ++xb) {
           const int64_t xs = xb * kTileLanes;
           const int lanes = static_cast<int>(std::min<int64_t>(kTileLanes, ux.size() - xs));
@@ -447,83 +480,42 @@ class Zoom {
     }
   }
 
-  // Stage 3, per z slab: prefilter rows along axis 2 (order 3), interpolate them along axis 2, then the slab
-  // along axis 1 into t2 (and the same for |coefficients| into a2).
-  void pass_axis2_axis1() {
-    const Range nyr = reg_.need[1], nxr = reg_.need[2], o1 = reg_.out[1];
+  // Rows of slab zs, group g (kRowLanes rows for order 3, one row otherwise): prefiltered along axis 2 (order 3,
+  // kept in coef_ for exact()) and interpolated along axis 2 into t1 (and a1).
+  void slab_rows(int64_t zs, int64_t g, double* tile, double* t1, double* a1) {
+    const Range nyr = reg_.need[1], nxr = reg_.need[2];
+    if (!prefiltered_) {
+      const T* s = &src_(reg_.need[0].lo + zs, nyr.lo + g, nxr.lo);
+      for (int64_t x = 0; x < nxr.size(); ++x) tile[x] = value_(s[x]);
+      interpolate_row(tile, g, t1, a1);
+      return;
+    }
     const Range ux = unp_[2], wx = reg_.win[2];
-    const AxisMap& m1 = *m_[1];
     const AxisMap& m2 = *m_[2];
-    const int64_t nz = reg_.need[0].size(), nrows = nyr.size();
-#pragma omp parallel
-    {
-      Scratch& sc = scratch();
-      const size_t t1n = static_cast<size_t>(nrows * r2_);
-      if (sc.t1.size() < t1n) sc.t1.resize(t1n);
-      if (bound_ && sc.a1.size() < t1n) sc.a1.resize(t1n);
-      if (prefiltered_ && sc.tile.size() < static_cast<size_t>(wx.size() * kRowLanes))
-        sc.tile.resize(static_cast<size_t>(wx.size() * kRowLanes));
-      if (!prefiltered_ && sc.row.size() < static_cast<size_t>(nxr.size()))
-        sc.row.resize(static_cast<size_t>(nxr.size()));
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t zs = 0; zs < nz; ++zs) {
-        double* t1 = sc.t1.data();
-        double* a1 = bound_ ? sc.a1.data() : nullptr;
-        if (prefiltered_) {
-          for (int64_t ys0 = 0; ys0 < nrows; ys0 += kRowLanes) {
-            const int lanes = static_cast<int>(std::min<int64_t>(kRowLanes, nrows - ys0));
-            double* c = sc.tile.data();
-            for (int l = 0; l < lanes; ++l) {
-              const double* s = coef_ + (zs * ny_ + ys0 + l) * nx_;
-              for (int64_t xp = wx.lo; xp < wx.hi; ++xp)
-                c[(xp - wx.lo) * lanes + l] = s[clamp_index(xp - m2.pad, m2.n_in) - ux.lo];
-            }
-            if (lanes == kRowLanes)
-              prefilter_tile<kRowLanes>(c, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
-            else
-              prefilter_tile<0>(c, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
-            for (int l = 0; l < lanes; ++l) {
-              double* d = coef_ + (zs * ny_ + ys0 + l) * nx_;
-              for (int64_t xp = nxr.lo; xp < nxr.hi; ++xp) d[xp - nxr.lo] = c[(xp - wx.lo) * lanes + l];
-              interpolate_row(d, ys0 + l, t1, a1);
-            }
-          }
-        } else {
-          double* row = sc.row.data();
-          for (int64_t ys = 0; ys < nrows; ++ys) {
-            const T* s = &src_(reg_.need[0].lo + zs, nyr.lo + ys, nxr.lo);
-            for (int64_t x = 0; x < nxr.size(); ++x) row[x] = value_(s[x]);
-            interpolate_row(row, ys, t1, a1);
-          }
-        }
-        // axis 1
-        for (int64_t k1 = o1.lo; k1 < o1.hi; ++k1) {
-          const int64_t* idx = m1.idx_at(k1);
-          const double* w = m1.w_at(k1);
-          double* d = t2_ + (zs * r1_ + (k1 - o1.lo)) * r2_;
-          const double* s = t1 + (idx[0] - nyr.lo) * r2_;
-          for (int64_t i = 0; i < r2_; ++i) d[i] = w[0] * s[i];
-          for (int j = 1; j < m1.taps; ++j) {
-            s = t1 + (idx[j] - nyr.lo) * r2_;
-            for (int64_t i = 0; i < r2_; ++i) d[i] += w[j] * s[i];
-          }
-          if (bound_) {
-            float* da = a2_ + (zs * r1_ + (k1 - o1.lo)) * r2_;
-            double acc_row[256];
-            for (int64_t i0 = 0; i0 < r2_; i0 += 256) {
-              const int64_t n = std::min<int64_t>(256, r2_ - i0);
-              const double* sa = a1 + (idx[0] - nyr.lo) * r2_ + i0;
-              for (int64_t i = 0; i < n; ++i) acc_row[i] = w[0] * sa[i];
-              for (int j = 1; j < m1.taps; ++j) {
-                sa = a1 + (idx[j] - nyr.lo) * r2_ + i0;
-                for (int64_t i = 0; i < n; ++i) acc_row[i] += w[j] * sa[i];
-              }
-              // round up so that the float bound never falls below the double one
-              for (int64_t i = 0; i < n; ++i) da[i0 + i] = static_cast<float>(acc_row[i] * (1.0 + 0x1p-20));
-            }
-          }
-        }
-      }
+    const int64_t ys0 = g * kRowLanes;
+    const int lanes = static_cast<int>(std::min<int64_t>(kRowLanes, nyr.size() - ys0));
+    for (int l = 0; l < lanes; ++l) {
+      const double* s = coef_ + (zs * ny_ + ys0 + l) * nx_;
+      for (int64_t xp = wx.lo; xp < wx.hi; ++xp)
+        tile[(xp - wx.lo) * lanes + l] = s[clamp_index(xp - m2.pad, m2.n_in) - ux.lo];
+    }
+    if (lanes == kRowLanes)
+      prefilter_tile<kRowLanes>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
+    else
+      prefilter_tile<0>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
+    for (int l = 0; l < lanes; ++l) {
+      double* d = coef_ + (zs * ny_ + ys0 + l) * nx_;
+      for (int64_t xp = nxr.lo; xp < nxr.hi; ++xp) d[xp - nxr.lo] = tile[(xp - wx.lo) * lanes + l];
+      interpolate_row(d, ys0 + l, t1, a1);
+    }
+  }
+
+  static void weighted_sum(double* d, const double* const* src, const double* w, int taps, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) d[i] = w[0] * src[0][i];
+    for (int j = 1; j < taps; ++j) {
+      const double* s = src[j];
+      const double wj = w[j];
+      for (int64_t i = 0; i < n; ++i) d[i] += wj * s[i];
     }
   }
 
@@ -568,8 +560,7 @@ class Zoom {
   int64_t ny_ = 0, nx_ = 0;  // coefficient buffer row/plane strides
   int64_t r1_ = 0, r2_ = 0;
   double* coef_ = nullptr;
-  double* t2_ = nullptr;
-  float* a2_ = nullptr;
+  std::vector<char> used_;  // slabs along axis 0 that some output plane reads
 };
 
 struct Widen {
@@ -643,9 +634,8 @@ void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int orde
     return;
   }
   Zoom<float, Widen> zoom(in, Widen{}, maps, full_region(maps), true);
-  zoom.run(workspace());
   const int64_t m2n = out_shape[2];
-  zoom.finish([&](int64_t k0, int64_t k1, const double* line, const double* bound) {
+  zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
     const double clo = lo[static_cast<size_t>(slices ? k0 : 0)], chi = hi[static_cast<size_t>(slices ? k0 : 0)];
     auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
     float* d = &out(k0, k1, 0);
@@ -792,10 +782,9 @@ void resize_segmentation_impl(const Array3<float>& seg, const Shape3& out_shape,
     if (!label_region(maps, lb.bb, restrict_out, reg)) continue;
     if (lb.label < 0.0f) any_negative = true;
     Zoom<float, OneHot> zoom(seg, OneHot{lb.label}, maps, reg, false);
-    zoom.run(workspace());
     const Range o2 = reg.out[2];
     const float label = lb.label;
-    zoom.finish([&](int64_t k0, int64_t k1, const double* line, const double*) {
+    zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double*) {
       float* d = &out(k0, k1, 0);
       for (int64_t k2 = o2.lo; k2 < o2.hi; ++k2) {
         double v = line[k2 - o2.lo];
@@ -991,8 +980,7 @@ Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int
     return out;
   }
   Zoom<double, Widen> zoom(in, Widen{}, maps, full_region(maps), false);
-  zoom.run(workspace());
-  zoom.finish([&](int64_t k0, int64_t k1, const double* line, const double*) {
+  zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double*) {
     for (int64_t k2 = 0; k2 < out_shape[2]; ++k2)
       out(k0, k1, k2) = clip(exact ? zoom.exact(k0, k1, k2) : line[k2] + 0.0);
   });

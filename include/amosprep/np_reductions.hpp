@@ -27,7 +27,8 @@ double np_percentile_f32(std::vector<float> v, double q);
 double np_percentile_f64(std::vector<double> v, double q);
 /// numpy `median` of float64 values ((a+b)/2 for even n).
 double np_median_f64(std::vector<double> v);
-/// All seven statistics of a sample, exactly as nnU-Net computes them.
+/// All seven statistics of a sample, exactly as nnU-Net computes them. Makes one scratch copy (for the order
+/// statistics, O(n) selection); the chunk sums run in parallel (OpenMP) without changing any bit.
 IntensityStats compute_intensity_stats(const std::vector<float>& sample);
 
 }  // namespace amosprep

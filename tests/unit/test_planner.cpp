@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "amosprep/error.hpp"
+#include "amosprep/np_reductions.hpp"
 #include "amosprep/planner.hpp"
 
 namespace fs = std::filesystem;
@@ -334,7 +335,7 @@ TEST(PlannerRandomFingerprints, MatchReferencePlanner) {
                                                           {"bfnnUNet", PlannerKind::bfnnUNet},
                                                           {"bfnnUNet_31", PlannerKind::bfnnUNet_31},
                                                           {"bfnnUNet_31_spRegnnU", PlannerKind::bfnnUNet_31_spRegnnU}};
-  int plans = 0, two_stage = 0, batch_above_2 = 0, transposed = 0, failures = 0;
+  int plans = 0, two_stage = 0, batch_above_2 = 0, transposed = 0, anisotropy_rule = 0, failures = 0;
   for (const auto& c : data.at("cases")) {
     PlannerInput in;
     for (const auto& s : c.at("spacings_f32"))  // float32 values written as their shortest float32 decimal
@@ -350,6 +351,15 @@ TEST(PlannerRandomFingerprints, MatchReferencePlanner) {
       const nlohmann::json& want = c.at("plans").at(key);
       const Plan p = make_plan(kind, in);
       ++plans;
+      if (kind == PlannerKind::v21) {  // did the 10th-percentile rule replace the median spacing?
+        D3 median{};
+        for (int a = 0; a < 3; ++a) {
+          std::vector<double> axis;
+          for (const auto& sp : in.spacings) axis.push_back(sp[a]);
+          median[a] = np_percentile_f64(axis, 50.0);
+        }
+        anisotropy_rule += !same_doubles(p.target_spacing, median);
+      }
       EXPECT_EQ(p.transpose_forward, i3(want.at("transpose_forward")));
       transposed += p.transpose_forward != I3{0, 1, 2};
       ASSERT_EQ(p.stages.size(), want.at("stages").size());
@@ -383,6 +393,7 @@ TEST(PlannerRandomFingerprints, MatchReferencePlanner) {
   EXPECT_GT(two_stage, 300);
   EXPECT_GT(batch_above_2, 50);
   EXPECT_GT(transposed, 30);
+  EXPECT_GT(anisotropy_rule, 50);
 }
 
 // ---- the real nnU-Net plans pickles of the shared fixtures ------------------------------------------------------
