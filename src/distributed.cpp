@@ -81,6 +81,38 @@ std::vector<std::string> allgather_bytes(const std::string& mine) {
   return out;
 }
 
+std::vector<std::string> gather_bytes(const std::string& mine, int root) {
+  const int n = mpi_size(), me = mpi_rank();
+  if (n == 1) return {mine};
+  int64_t my_size = static_cast<int64_t>(mine.size());
+  std::vector<int64_t> sizes(static_cast<size_t>(n));
+  check(MPI_Gather(&my_size, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, root, MPI_COMM_WORLD), "Gather");
+  const int64_t chunk = int64_t{1} << 30;
+  constexpr int kTag = 7310;
+  std::vector<std::string> out;
+  if (me != root) {
+    for (int64_t off = 0; off < my_size; off += chunk)
+      check(MPI_Send(mine.data() + off, static_cast<int>(std::min(chunk, my_size - off)), MPI_BYTE, root, kTag,
+                     MPI_COMM_WORLD),
+            "Send");
+    return out;
+  }
+  out.resize(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    if (r == root) {
+      out[static_cast<size_t>(r)] = mine;
+      continue;
+    }
+    auto& buf = out[static_cast<size_t>(r)];
+    buf.assign(static_cast<size_t>(sizes[static_cast<size_t>(r)]), '\0');
+    for (int64_t off = 0; off < sizes[static_cast<size_t>(r)]; off += chunk)
+      check(MPI_Recv(buf.data() + off, static_cast<int>(std::min(chunk, sizes[static_cast<size_t>(r)] - off)), MPI_BYTE, r,
+                     kTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+            "Recv");
+  }
+  return out;
+}
+
 std::string broadcast_bytes(const std::string& bytes, int root) {
   if (mpi_size() == 1) return bytes;
   int64_t size = static_cast<int64_t>(bytes.size());

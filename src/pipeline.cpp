@@ -323,7 +323,12 @@ void Pipeline::load_task() {
   // Largest first by voxel count from the headers (cheap), so no rank waits for one giant case.
   std::vector<double> costs;
   for (const auto& c : task_.training) {
-    const auto h = read_nifti_header(c.images.at(0));
+    NiftiHeaderInfo h;
+    try {
+      h = read_nifti_header(c.images.at(0));
+    } catch (const InputError& e) {
+      throw InputError(c.id, c.images.at(0), e.reason());
+    }
     costs.push_back(static_cast<double>(h.dim[1]) * static_cast<double>(h.dim[2]) * static_cast<double>(h.dim[3]));
   }
   owner_ = largest_first_schedule(costs, nranks_);
@@ -466,15 +471,42 @@ void Pipeline::phase_crop_and_fingerprint() {
       metas_[index_of.at(m.id)] = std::move(m);
     }
   }
-  const auto all_summaries = allgather_bytes(summaries_small.bytes());
+  // Sizes and spacings go to every rank; the foreground samples (about a tenth of all foreground voxels) only
+  // to rank 0, which computes the numpy-exact statistics over their concatenation in sorted case order and
+  // broadcasts them.
+  ByteWriter small_out;
+  for (const auto& sm : my_summaries) put_summary(small_out, sm, false);
   std::vector<CaseSummary> summaries;
-  for (const auto& b : all_summaries) {
+  for (const auto& b : allgather_bytes(small_out.bytes())) {
     ByteReader r(b);
     while (!r.done()) summaries.push_back(get_summary(r));
   }
+  if (rank_ == 0) {
+    std::map<std::string, std::vector<std::vector<float>>> samples;
+    for (const auto& b : gather_bytes(summaries_small.bytes())) {
+      ByteReader r(b);
+      while (!r.done()) {
+        CaseSummary sm = get_summary(r);
+        samples[sm.id] = std::move(sm.foreground_samples);
+      }
+    }
+    for (auto& sm : summaries) sm.foreground_samples = std::move(samples.at(sm.id));
+  } else {
+    gather_bytes(summaries_small.bytes());
+    for (auto& sm : summaries) sm.foreground_samples.assign(task_.modalities.size(), {});
+  }
   fp_ = merge_fingerprint(std::move(summaries), all_classes_, task_.modalities);
+  ByteWriter stats;
+  for (const auto& g : fp_.global_stats) stats.put(g);
+  for (const auto& l : fp_.local_stats) stats.put_vector(l);
+  const std::string stats_bytes = broadcast_bytes(stats.bytes());
+  ByteReader sr(stats_bytes);
+  for (auto& g : fp_.global_stats) g = sr.get<IntensityStats>();
+  for (auto& l : fp_.local_stats) l = sr.get_vector<IntensityStats>();
+  const int64_t kept = static_cast<int64_t>(allreduce_sum(static_cast<double>(mine_.size())));
   log_.info("cropped and fingerprinted " + std::to_string(n) + " cases in " + std::to_string(seconds_since(t0)) + " s (" +
-            std::to_string(mine_.size()) + " kept in memory on rank 0)");
+            std::to_string(kept) + " kept in memory until preprocessing, " + std::to_string(static_cast<int64_t>(n) - kept) +
+            " to be re-read)");
 }
 
 void Pipeline::phase_plan() {
@@ -499,6 +531,8 @@ void Pipeline::phase_plan() {
   h << std::hex << crc_of(plans_bytes) << "-" << opt_.seed << "-" << static_cast<int>(opt_.npz_compression) << "-"
     << plans_bytes.size();
   plan_hash_ = h.str();
+  // Every rank derived the plan from the same gathered fingerprint; rank 0's is the reference.
+  AMOSPREP_VERIFY(broadcast_bytes(plan_hash_) == plan_hash_, "ranks disagree on the plan");
 
   if (rank_ == 0) {
     const std::string props = pickle_dumps(ctx.dataset_properties);

@@ -420,9 +420,9 @@ void run_qa(const std::string& task_dir, const std::string& out_dir, const std::
   std::error_code ec;
   if (!fs::is_directory(task_dir, ec))
     throw InputError("", task_dir, "not a directory (expected an nnU-Net v1 preprocessed task folder)");
-  const std::string task_name = fs::path(task_dir).lexically_normal().filename().string().empty()
-                                    ? fs::path(task_dir).lexically_normal().parent_path().filename().string()
-                                    : fs::path(task_dir).lexically_normal().filename().string();
+  fs::path task_path = fs::path(task_dir).lexically_normal();
+  if (task_path.filename().empty()) task_path = task_path.parent_path();  // "TASK/" names TASK
+  const std::string task_name = task_path.filename().string();
 
   static const std::regex stage_re(R"(.+_stage[0-9]+)");
   std::vector<std::string> stage_dirs;

@@ -22,6 +22,8 @@ bool mpi_active();
 
 /// Every rank's bytes, in rank order, on every rank.
 std::vector<std::string> allgather_bytes(const std::string& mine);
+/// Every rank's bytes, in rank order, on `root` only (other ranks get an empty vector).
+std::vector<std::string> gather_bytes(const std::string& mine, int root = 0);
 /// Root's bytes on every rank.
 std::string broadcast_bytes(const std::string& bytes, int root = 0);
 /// Logical OR / max / sum of a value over ranks (on every rank).
