@@ -329,8 +329,8 @@ int cmd_qa(std::vector<std::string> argv) {
                     "per case and stage, and an index.html, so a run can be eyeballed in a browser.");
   a.option("--preprocessed", "TASK_DIR", "preprocessed task folder, e.g. PRE/Task216_AMOS2022_task1");
   a.option("--out", "DIR", "where the pictures and index.html go");
-  a.option("--raw-base", "RAW", "nnUNet_raw_data_base for the 'before' pictures (default: $nnUNet_raw_data_base; "
-           "the paths recorded in the properties are tried first)");
+  a.option("--raw-base", "RAW", "nnUNet_raw_data_base for the 'before' pictures (default: $nnUNet_raw_data_base; without "
+           "either, only 'after' pictures are drawn; when given, the paths recorded in the properties are tried first)");
   if (!a.parse()) return kExitOk;
   const std::string task = a.required("--preprocessed"), out = a.required("--out");
   require_dir(task, "--preprocessed");
@@ -343,7 +343,6 @@ int cmd_qa(std::vector<std::string> argv) {
 }
 
 int run_pipeline(PipelineOptions o) {
-  install_stop_handlers();
   plan_and_preprocess(o);
   return kExitOk;
 }
@@ -357,6 +356,7 @@ int cmd_plan_and_preprocess(std::vector<std::string> argv) {
   a.option("--preprocessed", "PRE", "nnUNet_preprocessed (default: $nnUNet_preprocessed)");
   declare_pipeline_options(a);
   if (!a.parse()) return kExitOk;
+  install_stop_handlers();
   configure_threads(a);
   PipelineOptions o = pipeline_options_from(a);
   o.task_id = task_id_from(a);
@@ -376,6 +376,7 @@ int cmd_run(std::vector<std::string> argv) {
   a.option("-t,--task", "ID", "216 or 217", "216");
   declare_pipeline_options(a);
   if (!a.parse()) return kExitOk;
+  install_stop_handlers();  // before convert: a stop during the conversion ends as cleanly as one later
   configure_threads(a);
   PipelineOptions o = pipeline_options_from(a);
   o.task_id = task_id_from(a);
