@@ -52,8 +52,7 @@ slurm_local_up() {
     --pid-file="$dir/munge/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munged.seed" \
     >"$dir/log/munged.out" 2>&1 &
   echo "munged $!" >>"$dir/pids"
-  local i
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     munge -S "$dir/munge/munge.sock" -n 2>/dev/null | unmunge -S "$dir/munge/munge.sock" >/dev/null 2>&1 && break
     sleep 0.1
   done
@@ -106,7 +105,7 @@ EOF
   echo "slurmctld $!" >>"$dir/pids"
   slurmd -D -N localhost >"$dir/log/slurmd.out" 2>&1 &
   echo "slurmd $!" >>"$dir/pids"
-  for i in $(seq 150); do
+  for _ in $(seq 150); do
     [ "$(sinfo -h -n localhost -o %t 2>/dev/null)" = idle ] && return 0
     sleep 0.2
   done

@@ -82,8 +82,8 @@ submit_background() {
 
 # Exit status of the background `sbatch --wait` (wait_pid); fails after $1 seconds.
 wait_sbatch() {
-  local limit=$1 i
-  for i in $(seq $((limit * 10))); do
+  local limit=$1
+  for _ in $(seq $((limit * 10))); do
     kill -0 "$wait_pid" 2>/dev/null || break
     sleep 0.1
   done
@@ -98,8 +98,8 @@ wait_sbatch() {
 # Waits until the preprocessing phase of the running job has begun (its stage folder exists), then sends USR1 to
 # the batch shell only, as Slurm does for --signal=B:USR1@... before the time limit.
 stop_when_preprocessing() {
-  local job=$1 i
-  for i in $(seq 600); do
+  local job=$1
+  for _ in $(seq 600); do
     compgen -G "$work/$task_rel/*_stage0" >/dev/null && break
     kill -0 "$wait_pid" 2>/dev/null || fail "job $job ended before its preprocessing phase began"
     sleep 0.1
