@@ -32,8 +32,16 @@ constexpr double kDataGuard = 256.0 * 0x1p-53;
 constexpr int64_t kLabelWindowMargin = 24;
 // Margin (in coefficients) beyond which a cubic one-hot cannot reach 0.5 (its tail there is below 0.1).
 constexpr int64_t kCubicReach = 2;
-constexpr int kTileLanes = 32;  // lines prefiltered together along axes 0 and 1
-constexpr int kRowLanes = 4;    // rows prefiltered together along axis 2
+constexpr int kTileLanes = 32;     // lines prefiltered together along axes 0 and 1
+constexpr int kRowLanes = 4;       // rows prefiltered together along axis 2
+constexpr int64_t kSlabBatch = 8;  // z slabs computed between two emissions of output planes
+
+// Voxels of work below which another thread does not pay (barriers cost milliseconds on a loaded machine).
+int64_t g_parallel_grain = int64_t{1} << 19;
+
+int threads_for(int64_t work) {
+  return static_cast<int>(std::clamp<int64_t>(work / g_parallel_grain, 1, omp_get_max_threads()));
+}
 
 struct Range {
   int64_t lo = 0, hi = 0;
@@ -95,12 +103,9 @@ void size_array(Array3<float>& a, const Shape3& s) {
 
 struct Workspace {
   RawBuffer<double> coef;         // prefiltered coefficients (order 3)
-  RawBuffer<double> t1, a1;       // one slab after the axis-2 pass (a1: the same for |coefficients|)
-  RawBuffer<double> ring, aring;  // the last `taps` slabs after the axis-1 pass
+  RawBuffer<double> ring, aring;  // recent z slabs after the axis-1 pass (aring: the same for |coefficients|)
   void release() {
     coef.release();
-    t1.release();
-    a1.release();
     ring.release();
     aring.release();
   }
@@ -111,9 +116,9 @@ Workspace& workspace() {
   return ws;
 }
 
-// Small per-thread scratch (a line tile, one output row and its bound).
+// Per-thread scratch: a line tile, one output row and its bound, one slab after the axis-2 pass.
 struct Scratch {
-  std::vector<double> tile, line;
+  std::vector<double> tile, line, t1, a1;
 };
 Scratch& scratch() {
   static thread_local Scratch s;
@@ -307,9 +312,9 @@ class Zoom {
   // is the separable value, bound (null without want_bound) the matching sum of |coefficient| * weights. The
   // sink runs inside the OpenMP team (distinct rows on distinct threads).
   //
-  // Order 3: the coefficients are prefiltered along axes 0 and 1 for the whole region first. Then z slabs are
-  // streamed: each slab's rows are prefiltered along axis 2 and interpolated along axes 2 and 1 into a ring of
-  // `taps` slabs, and every output plane whose axis-0 taps are complete is emitted.
+  // Order 3: the coefficients are prefiltered along axes 0 and 1 for the whole region first. Then batches of z
+  // slabs are streamed: each slab's rows are prefiltered along axis 2 and interpolated along axes 2 and 1 into a
+  // ring of slabs, and every output plane whose axis-0 taps are complete is emitted.
   template <class Sink>
   void run(Workspace& ws, Sink&& sink) {
     const AxisMap& m0 = *m_[0];
@@ -318,49 +323,35 @@ class Zoom {
     used_.assign(static_cast<size_t>(nz), 0);
     for (int64_t k0 = o0.lo; k0 < o0.hi; ++k0)
       for (int j = 0; j < m0.taps; ++j) used_[static_cast<size_t>(m0.idx_at(k0)[j] - z0)] = 1;
+    threads_ = team_size();
     if (prefiltered_) {
       coef_ = ws.coef.get(static_cast<size_t>(nz * ny_ * nx_));
       fill_and_prefilter_axis0();
       if (m_[1]->prefilter) prefilter_axis1();  // else (inactive axis 1) stage 1 already used the final rows
     }
-    const int64_t nrows = reg_.need[1].size(), slab = r1_ * r2_;
-    double* t1 = ws.t1.get(static_cast<size_t>(nrows * r2_));
-    double* a1 = bound_ ? ws.a1.get(static_cast<size_t>(nrows * r2_)) : nullptr;
-    double* ring = ws.ring.get(static_cast<size_t>(m0.taps * slab));
-    double* aring = bound_ ? ws.aring.get(static_cast<size_t>(m0.taps * slab)) : nullptr;
-    const int64_t ngroups = prefiltered_ ? (nrows + kRowLanes - 1) / kRowLanes : nrows;
-#pragma omp parallel
+    const int64_t slab = r1_ * r2_, nring = kSlabBatch + m0.taps - 1;
+    double* ring = ws.ring.get(static_cast<size_t>(nring * slab));
+    double* aring = bound_ ? ws.aring.get(static_cast<size_t>(nring * slab)) : nullptr;
+#pragma omp parallel num_threads(threads_)
     {
       Scratch& sc = scratch();
+      const size_t t1n = static_cast<size_t>(reg_.need[1].size() * r2_);
+      if (sc.t1.size() < t1n) sc.t1.resize(t1n);
+      if (bound_ && sc.a1.size() < t1n) sc.a1.resize(t1n);
       const size_t tile_n = static_cast<size_t>(prefiltered_ ? reg_.win[2].size() * kRowLanes : reg_.need[2].size());
       if (sc.tile.size() < tile_n) sc.tile.resize(tile_n);
       if (sc.line.size() < static_cast<size_t>(2 * r2_)) sc.line.resize(static_cast<size_t>(2 * r2_));
       int64_t next = o0.lo;  // first output plane not emitted yet (same value on every thread)
-      for (int64_t zs = 0; zs < nz; ++zs) {
-        if (!used_[static_cast<size_t>(zs)]) continue;
-          // axis-2 prefilter (order 3) and interpolation of the slab's rows
+      for (int64_t zb = 0; zb < nz; zb += kSlabBatch) {
+        const int64_t ze = std::min(nz, zb + kSlabBatch);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t g = 0; g < ngroups; ++g) slab_rows(zs, g, sc.tile.data(), t1, a1);
-        // axis 1
-        double* ts = ring + (zs % m0.taps) * slab;
-        double* as = bound_ ? aring + (zs % m0.taps) * slab : nullptr;
-        const Range o1 = reg_.out[1];
-        const AxisMap& m1 = *m_[1];
-#pragma omp for schedule(static)
-        for (int64_t k1 = o1.lo; k1 < o1.hi; ++k1) {
-          const int64_t* idx = m1.idx_at(k1);
-          const double* w = m1.w_at(k1);
-          const double* src[4];
-          for (int j = 0; j < m1.taps; ++j) src[j] = t1 + (idx[j] - reg_.need[1].lo) * r2_;
-          weighted_sum(ts + (k1 - o1.lo) * r2_, src, w, m1.taps, r2_);
-          if (bound_) {
-            for (int j = 0; j < m1.taps; ++j) src[j] = a1 + (idx[j] - reg_.need[1].lo) * r2_;
-            weighted_sum(as + (k1 - o1.lo) * r2_, src, w, m1.taps, r2_);
-          }
+        for (int64_t zs = zb; zs < ze; ++zs) {
+          if (!used_[static_cast<size_t>(zs)]) continue;
+          compute_slab(zs, sc, ring + (zs % nring) * slab, bound_ ? aring + (zs % nring) * slab : nullptr);
         }
-        // axis 0: every output plane whose last tap is this slab
+        // axis 0: every output plane whose last tap lies in the slabs done so far
         int64_t end = next;
-        while (end < o0.hi && m0.idx_at(end)[m0.taps - 1] - z0 <= zs) ++end;
+        while (end < o0.hi && m0.idx_at(end)[m0.taps - 1] - z0 < ze) ++end;
         double* line = sc.line.data();
         double* bound = line + r2_;
 #pragma omp for schedule(static)
@@ -368,10 +359,10 @@ class Zoom {
           const int64_t k0 = next + r / r1_, k1r = r % r1_;
           const int64_t* idx = m0.idx_at(k0);
           const double* src[4];
-          for (int j = 0; j < m0.taps; ++j) src[j] = ring + ((idx[j] - z0) % m0.taps) * slab + k1r * r2_;
+          for (int j = 0; j < m0.taps; ++j) src[j] = ring + ((idx[j] - z0) % nring) * slab + k1r * r2_;
           weighted_sum(line, src, m0.w_at(k0), m0.taps, r2_);
           if (bound_) {
-            for (int j = 0; j < m0.taps; ++j) src[j] = aring + ((idx[j] - z0) % m0.taps) * slab + k1r * r2_;
+            for (int j = 0; j < m0.taps; ++j) src[j] = aring + ((idx[j] - z0) % nring) * slab + k1r * r2_;
             weighted_sum(bound, src, m0.w_at(k0), m0.taps, r2_);
           }
           sink(k0, reg_.out[1].lo + k1r, static_cast<const double*>(line),
@@ -412,7 +403,7 @@ class Zoom {
     const AxisMap& m0 = *m_[0];
     const int64_t nxb = (ux.size() + kTileLanes - 1) / kTileLanes;
     if (!m0.prefilter) {  // inactive axis 0 (2-D or 1-D images): plain copy
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads_)
       for (int64_t zy = 0; zy < nzr.size() * uy.size(); ++zy) {
         const int64_t zs = zy / uy.size(), y = uy.lo + zy % uy.size();
         const T* s = &src_(nzr.lo + zs, y, ux.lo);
@@ -421,7 +412,7 @@ class Zoom {
       }
       return;
     }
-#pragma omp parallel
+#pragma omp parallel num_threads(threads_)
     {
       std::vector<double>& tile = scratch().tile;
       if (tile.size() < static_cast<size_t>(wz.size() * kTileLanes))
@@ -452,7 +443,7 @@ class Zoom {
     const AxisMap& m1 = *m_[1];
     const int64_t nz = reg_.need[0].size();
     const int64_t nxb = (ux.size() + kTileLanes - 1) / kTileLanes;
-#pragma omp parallel
+#pragma omp parallel num_threads(threads_)
     {
       std::vector<double>& tile = scratch().tile;
       if (tile.size() < static_cast<size_t>(wy.size() * kTileLanes))
@@ -480,34 +471,59 @@ class Zoom {
     }
   }
 
-  // Rows of slab zs, group g (kRowLanes rows for order 3, one row otherwise): prefiltered along axis 2 (order 3,
-  // kept in coef_ for exact()) and interpolated along axis 2 into t1 (and a1).
-  void slab_rows(int64_t zs, int64_t g, double* tile, double* t1, double* a1) {
+  // One z slab: its rows prefiltered along axis 2 (order 3; kept in coef_ for exact()) and interpolated along
+  // axis 2 (into the thread's t1/a1), then along axis 1 into ts/as.
+  void compute_slab(int64_t zs, Scratch& sc, double* ts, double* as) {
     const Range nyr = reg_.need[1], nxr = reg_.need[2];
+    double* t1 = sc.t1.data();
+    double* a1 = bound_ ? sc.a1.data() : nullptr;
+    double* tile = sc.tile.data();
     if (!prefiltered_) {
-      const T* s = &src_(reg_.need[0].lo + zs, nyr.lo + g, nxr.lo);
-      for (int64_t x = 0; x < nxr.size(); ++x) tile[x] = value_(s[x]);
-      interpolate_row(tile, g, t1, a1);
-      return;
+      for (int64_t ys = 0; ys < nyr.size(); ++ys) {
+        const T* s = &src_(reg_.need[0].lo + zs, nyr.lo + ys, nxr.lo);
+        for (int64_t x = 0; x < nxr.size(); ++x) tile[x] = value_(s[x]);
+        interpolate_row(tile, ys, t1, a1);
+      }
+    } else {
+      const Range ux = unp_[2], wx = reg_.win[2];
+      const AxisMap& m2 = *m_[2];
+      for (int64_t ys0 = 0; ys0 < nyr.size(); ys0 += kRowLanes) {
+        const int lanes = static_cast<int>(std::min<int64_t>(kRowLanes, nyr.size() - ys0));
+        for (int l = 0; l < lanes; ++l) {
+          const double* s = coef_ + (zs * ny_ + ys0 + l) * nx_;
+          for (int64_t xp = wx.lo; xp < wx.hi; ++xp)
+            tile[(xp - wx.lo) * lanes + l] = s[clamp_index(xp - m2.pad, m2.n_in) - ux.lo];
+        }
+        if (lanes == kRowLanes)
+          prefilter_tile<kRowLanes>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
+        else
+          prefilter_tile<0>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
+        for (int l = 0; l < lanes; ++l) {
+          double* d = coef_ + (zs * ny_ + ys0 + l) * nx_;
+          for (int64_t xp = nxr.lo; xp < nxr.hi; ++xp) d[xp - nxr.lo] = tile[(xp - wx.lo) * lanes + l];
+          interpolate_row(d, ys0 + l, t1, a1);
+        }
+      }
     }
-    const Range ux = unp_[2], wx = reg_.win[2];
-    const AxisMap& m2 = *m_[2];
-    const int64_t ys0 = g * kRowLanes;
-    const int lanes = static_cast<int>(std::min<int64_t>(kRowLanes, nyr.size() - ys0));
-    for (int l = 0; l < lanes; ++l) {
-      const double* s = coef_ + (zs * ny_ + ys0 + l) * nx_;
-      for (int64_t xp = wx.lo; xp < wx.hi; ++xp)
-        tile[(xp - wx.lo) * lanes + l] = s[clamp_index(xp - m2.pad, m2.n_in) - ux.lo];
+    const Range o1 = reg_.out[1];
+    const AxisMap& m1 = *m_[1];
+    for (int64_t k1 = o1.lo; k1 < o1.hi; ++k1) {
+      const int64_t* idx = m1.idx_at(k1);
+      const double* src[4];
+      for (int j = 0; j < m1.taps; ++j) src[j] = t1 + (idx[j] - nyr.lo) * r2_;
+      weighted_sum(ts + (k1 - o1.lo) * r2_, src, m1.w_at(k1), m1.taps, r2_);
+      if (bound_) {
+        for (int j = 0; j < m1.taps; ++j) src[j] = a1 + (idx[j] - nyr.lo) * r2_;
+        weighted_sum(as + (k1 - o1.lo) * r2_, src, m1.w_at(k1), m1.taps, r2_);
+      }
     }
-    if (lanes == kRowLanes)
-      prefilter_tile<kRowLanes>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
-    else
-      prefilter_tile<0>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
-    for (int l = 0; l < lanes; ++l) {
-      double* d = coef_ + (zs * ny_ + ys0 + l) * nx_;
-      for (int64_t xp = nxr.lo; xp < nxr.hi; ++xp) d[xp - nxr.lo] = tile[(xp - wx.lo) * lanes + l];
-      interpolate_row(d, ys0 + l, t1, a1);
-    }
+  }
+
+  // Threads worth using for this region (small regions run on one thread: no barriers).
+  int team_size() const {
+    const int64_t work = reg_.need[0].size() * reg_.need[1].size() * std::max(reg_.win[2].size(), reg_.need[2].size()) +
+                         reg_.out[0].size() * r1_ * r2_;
+    return threads_for(work);
   }
 
   static void weighted_sum(double* d, const double* const* src, const double* w, int taps, int64_t n) {
@@ -561,6 +577,7 @@ class Zoom {
   int64_t r1_ = 0, r2_ = 0;
   double* coef_ = nullptr;
   std::vector<char> used_;  // slabs along axis 0 that some output plane reads
+  int threads_ = 1;
 };
 
 struct Widen {
@@ -598,7 +615,7 @@ void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int orde
     const int64_t chunks = slices ? 1 : std::max<int64_t>(1, std::min<int64_t>(256, per / 65536));
     const int64_t chunk_len = (per + chunks - 1) / chunks;
     std::vector<float> cmin(static_cast<size_t>(nb * chunks)), cmax(static_cast<size_t>(nb * chunks));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads_for(static_cast <int64_t>(in.size()) / 16))
     for (int64_t j = 0; j < nb * chunks; ++j) {
       const int64_t b = j / chunks, c = j % chunks;
       const float* p = in.data() + b * per;
@@ -624,7 +641,7 @@ void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int orde
 
   size_array(out, out_shape);
   if (order == 0) {  // nearest: copies input values, which lie inside the clip range
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads_for(voxel_count(out_shape) / 16))
     for (int64_t r = 0; r < out_shape[0] * out_shape[1]; ++r) {
       const int64_t k0 = r / out_shape[1], k1 = r % out_shape[1];
       const float* s = &in(m0.idx[static_cast<size_t>(k0)], m1.idx[static_cast<size_t>(k1)], 0);
@@ -695,7 +712,7 @@ std::vector<LabelBox> find_labels(const Array3<float>& seg) {
     into.push_back(b);
   };
   std::vector<std::vector<LabelBox>> per_slice(static_cast<size_t>(nz));
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads_for(static_cast <int64_t>(seg.size()) / 8))
   for (int64_t z = 0; z < nz; ++z) {
     std::vector<LabelBox>& boxes = per_slice[static_cast<size_t>(z)];
     for (int64_t y = 0; y < ny; ++y) {
@@ -721,7 +738,7 @@ std::vector<LabelBox> find_labels(const Array3<float>& seg) {
 bool negative_box(const Array3<float>& out, Range box[3]) {
   const Shape3 s = out.shape;
   std::vector<Range> rows(static_cast<size_t>(s[0]), Range{s[1], 0}), cols(static_cast<size_t>(s[0]), Range{s[2], 0});
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads_for(static_cast <int64_t>(out.size()) / 16))
   for (int64_t k0 = 0; k0 < s[0]; ++k0) {
     Range& r = rows[static_cast<size_t>(k0)];
     Range& c = cols[static_cast<size_t>(k0)];
@@ -763,7 +780,7 @@ void resize_segmentation_impl(const Array3<float>& seg, const Shape3& out_shape,
   size_array(out, out_shape);
   float* zero = out.data();
   const int64_t n_out = static_cast<int64_t>(out.size());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads_for(n_out / 16))
   for (int64_t i = 0; i < n_out; ++i) zero[i] = 0.0f;
 
   const std::vector<LabelBox> labels = find_labels(seg);
@@ -810,7 +827,7 @@ void axis_first(const Array3<float>& a, int axis, Array3<float>& b) {
   const Shape3 s = a.shape;
   const Shape3 t = axis == 1 ? Shape3{s[1], s[0], s[2]} : Shape3{s[2], s[0], s[1]};
   size_array(b, t);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads_for(static_cast <int64_t>(a.size()) / 16))
   for (int64_t i = 0; i < t[0]; ++i)
     for (int64_t j = 0; j < t[1]; ++j)
       for (int64_t k = 0; k < t[2]; ++k) b(i, j, k) = axis == 1 ? a(j, i, k) : a(j, k, i);
@@ -821,7 +838,7 @@ void copy_array(const Array3<float>& a, Array3<float>& b) {
   const float* s = a.data();
   float* d = b.data();
   const int64_t n = static_cast<int64_t>(a.size());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads_for(n / 16))
   for (int64_t i = 0; i < n; ++i) d[i] = s[i];
 }
 
@@ -832,7 +849,7 @@ void restore_axis_nearest(const Array3<float>& b, int axis, int64_t n_out, Array
   const Shape3 s =
       axis == 0 ? Shape3{n_out, t[1], t[2]} : (axis == 1 ? Shape3{t[1], n_out, t[2]} : Shape3{t[1], t[2], n_out});
   size_array(out, s);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads_for(voxel_count(s) / 16))
   for (int64_t i = 0; i < s[0]; ++i)
     for (int64_t j = 0; j < s[1]; ++j) {
       float* d = &out(i, j, 0);
@@ -986,6 +1003,9 @@ Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int
   });
   return out;
 }
+
+void set_parallel_grain(int64_t voxels) { g_parallel_grain = std::max<int64_t>(1, voxels); }
+int64_t parallel_grain() { return g_parallel_grain; }
 
 std::vector<double> spline_filter_line(std::vector<double> line) {
   const int64_t n = static_cast<int64_t>(line.size());

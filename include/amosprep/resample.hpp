@@ -64,6 +64,10 @@ namespace resample_detail {
 /// double (leading axes must keep their size). `exact` evaluates every voxel in scipy's tensor order (slow);
 /// otherwise the separable values are returned.
 Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int order, int ndim, bool exact);
+/// Work (in voxels) per extra OpenMP thread; smaller jobs use fewer threads (default 2^19). Tests lower it to
+/// run small inputs on several threads. Not thread-safe: set it before resampling starts.
+void set_parallel_grain(int64_t voxels);
+int64_t parallel_grain();
 /// scipy.ndimage.spline_filter1d(line, order=3, mode='nearest') on an unpadded line.
 std::vector<double> spline_filter_line(std::vector<double> line);
 }  // namespace resample_detail

@@ -676,12 +676,15 @@ TEST(ResampleThreads, ResultsDoNotDependOnThreadCount) {
   auto run = [&](int threads, std::vector<Array3<float>>& dout, Array3<float>& sout, std::optional<bool> force,
                  int so) {
     const int old = omp_get_max_threads();
+    const int64_t old_grain = resample_detail::parallel_grain();
+    resample_detail::set_parallel_grain(1);  // every job on every thread, however small
     omp_set_num_threads(threads);
     ResampleSettings st;
     st.force_separate_z = force;
     st.order_seg = so;
     resample_patient({d}, s, {2.5, 0.7, 0.7}, {1.5, 1.0, 1.0}, st, dout, sout);
     omp_set_num_threads(old);
+    resample_detail::set_parallel_grain(old_grain);
   };
   for (auto [force, so] : {std::pair<std::optional<bool>, int>{false, 3}, {false, 1}, {std::nullopt, 1}}) {
     std::vector<Array3<float>> d1, d2;
