@@ -3,7 +3,10 @@
 #include <hdf5.h>
 #include <mpi.h>
 
+#include <algorithm>
+#include <cstring>
 #include <sstream>
+#include <vector>
 
 #include "amosprep/distributed.hpp"
 #include "amosprep/error.hpp"
@@ -171,7 +174,47 @@ void H5Store::write_independent(const std::string& path, const void* data) {
   Handle mtype(checked(memory_type_of(d), path_, "native type"), H5Tclose);
   Handle dxpl(checked(H5Pcreate(H5P_DATASET_XFER), path_, "H5Pcreate"), H5Pclose);
   if (mpi_active()) checked(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT), path_, "set_dxpl_mpio");
-  checked(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, dxpl, data), path_, "write " + path);
+  Handle dcpl(checked(H5Dget_create_plist(d), path_, "get_create_plist"), H5Pclose);
+  const int rank = H5Sget_simple_extent_ndims(space);
+  if (H5Pget_layout(dcpl) != H5D_CHUNKED || rank < 1 || rank > 4) {
+    checked(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, dxpl, data), path_, "write " + path);
+    return;
+  }
+  // Chunk by chunk from a contiguous staging buffer: one file region per write. Handing HDF5 the whole strided
+  // array instead makes it scatter row by row through MPI-IO (measured ~20x slower).
+  std::vector<hsize_t> dims(static_cast<size_t>(rank)), chunk(static_cast<size_t>(rank));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  H5Pget_chunk(dcpl, rank, chunk.data());
+  const size_t elem = H5Tget_size(mtype);
+  // Treat the array as 4-D (pad leading axes with 1).
+  hsize_t D[4] = {1, 1, 1, 1}, C[4] = {1, 1, 1, 1};
+  for (int a = 0; a < rank; ++a) {
+    D[4 - rank + a] = dims[static_cast<size_t>(a)];
+    C[4 - rank + a] = chunk[static_cast<size_t>(a)];
+  }
+  std::vector<char> staging(static_cast<size_t>(C[0] * C[1] * C[2] * C[3]) * elem);
+  const char* src = static_cast<const char*>(data);
+  for (hsize_t c0 = 0; c0 < D[0]; c0 += C[0])
+    for (hsize_t c1 = 0; c1 < D[1]; c1 += C[1])
+      for (hsize_t c2 = 0; c2 < D[2]; c2 += C[2])
+        for (hsize_t c3 = 0; c3 < D[3]; c3 += C[3]) {
+          const hsize_t n[4] = {std::min(C[0], D[0] - c0), std::min(C[1], D[1] - c1), std::min(C[2], D[2] - c2),
+                                std::min(C[3], D[3] - c3)};
+          char* out = staging.data();
+          for (hsize_t i0 = 0; i0 < n[0]; ++i0)
+            for (hsize_t i1 = 0; i1 < n[1]; ++i1)
+              for (hsize_t i2 = 0; i2 < n[2]; ++i2) {
+                const hsize_t offset = (((c0 + i0) * D[1] + (c1 + i1)) * D[2] + (c2 + i2)) * D[3] + c3;
+                std::memcpy(out, src + offset * elem, n[3] * elem);
+                out += n[3] * elem;
+              }
+          const hsize_t start4[4] = {c0, c1, c2, c3};
+          Handle fspace(checked(H5Scopy(space), path_, "H5Scopy"), H5Sclose);
+          checked(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start4 + (4 - rank), nullptr, n + (4 - rank), nullptr),
+                  path_, "select_hyperslab");
+          Handle mspace(checked(H5Screate_simple(rank, n + (4 - rank), nullptr), path_, "H5Screate_simple"), H5Sclose);
+          checked(H5Dwrite(d, mtype, mspace, fspace, dxpl, staging.data()), path_, "write " + path);
+        }
 }
 
 void H5Store::write_collective(const std::string& path, const void* data) {

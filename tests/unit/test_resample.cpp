@@ -697,3 +697,21 @@ TEST(ResampleThreads, ResultsDoNotDependOnThreadCount) {
     EXPECT_EQ(s1.v, s2.v);
   }
 }
+
+TEST(ResampleDecision, DataOnlyAndSegOnlyCalls) {
+  const Array3<float> d = data_a({9, 30, 28}), s = seg_a({9, 30, 28});
+  ResampleSettings st;
+  std::vector<Array3<float>> dout;
+  Array3<float> sout;
+  // same golden as the first resample_patient case: data only, then seg only
+  resample_patient({d}, Array3<float>(), {5.0, 0.8, 0.8}, {2.0, 1.0, 1.0}, st, dout, sout);
+  ASSERT_EQ(dout.size(), 1u);
+  EXPECT_EQ(hash_f32(dout[0]), 297002818412452117u);
+  EXPECT_EQ(sout.size(), 0u);
+  resample_patient({}, s, {5.0, 0.8, 0.8}, {2.0, 1.0, 1.0}, st, dout, sout);
+  EXPECT_TRUE(dout.empty());
+  EXPECT_EQ(sout.shape, (Shape3{22, 24, 22}));
+  EXPECT_EQ(hash_f32(sout), 47406850089418752u);
+  EXPECT_THROW(resample_patient({}, Array3<float>(), {1, 1, 1}, {1, 1, 1}, st, dout, sout), UsageError);
+  EXPECT_THROW(resample_patient({d}, seg_a({9, 30, 27}), {1, 1, 1}, {1, 1, 1}, st, dout, sout), InputError);
+}
