@@ -210,9 +210,62 @@ py::Value cropped_properties_py(const CaseMeta& m) {
 }
 
 // ---- the run ---------------------------------------------------------------------------------------------
-struct CroppedCase {
-  CropResult crop;
-  bool present = false;
+/// A cropped case kept in memory between the fingerprint and preprocessing. CT voxels are integers and labels
+/// small: held as int16 / int8 when that is lossless (3 instead of 8 bytes per voxel), float32 otherwise.
+class CroppedCase {
+ public:
+  explicit CroppedCase(CropResult&& crop) {
+    bool compact = crop.seg.size() > 0;
+    for (const auto& ch : crop.data)
+      for (float x : ch.v)
+        if (!(x >= -32768.0f && x <= 32767.0f && x == std::nearbyint(x)) || (x == 0.0f && std::signbit(x))) {
+          compact = false;
+          break;
+        }
+    for (float x : crop.seg.v)
+      if (!(x >= -128.0f && x <= 127.0f && x == std::nearbyint(x))) compact = false;
+    if (!compact) {
+      full_ = std::move(crop);
+      return;
+    }
+    shape_ = crop.seg.shape;
+    bbox_ = crop.bbox;
+    classes_ = std::move(crop.classes);
+    for (const auto& ch : crop.data) data16_.emplace_back(ch.v.begin(), ch.v.end());
+    seg8_.assign(crop.seg.v.begin(), crop.seg.v.end());
+  }
+  int64_t bytes() const {
+    if (!data16_.empty() || !seg8_.empty())
+      return static_cast<int64_t>(seg8_.size() * (1 + 2 * data16_.size()));
+    return static_cast<int64_t>((full_.data.size() + 1) * full_.seg.size() * sizeof(float));
+  }
+  /// The float32 CropResult the stages work on (exactly the values cropped).
+  CropResult expand() && {
+    if (data16_.empty() && seg8_.empty()) return std::move(full_);
+    CropResult out;
+    out.bbox = bbox_;
+    out.classes = std::move(classes_);
+    out.size_after_cropping = shape_;
+    for (auto& ch : data16_) {
+      Array3<float> a;
+      a.shape = shape_;
+      a.v.assign(ch.begin(), ch.end());
+      std::vector<int16_t>().swap(ch);
+      out.data.push_back(std::move(a));
+    }
+    out.seg.shape = shape_;
+    out.seg.v.assign(seg8_.begin(), seg8_.end());
+    std::vector<int8_t>().swap(seg8_);
+    return out;
+  }
+
+ private:
+  CropResult full_;
+  Shape3 shape_{0, 0, 0};
+  std::array<std::array<int64_t, 2>, 3> bbox_{};
+  std::vector<float> classes_;
+  std::vector<std::vector<int16_t>> data16_;
+  std::vector<int8_t> seg8_;
 };
 
 class Logger {
@@ -440,10 +493,10 @@ void Pipeline::phase_crop_and_fingerprint() {
         write_npz(cropped_dir_ + "/" + c.id + ".npz", "data", all.data(),
                   {static_cast<int64_t>(crop.data.size() + 1), s[0], s[1], s[2]}, opt_.npz_compression);
       }
-      const int64_t bytes = static_cast<int64_t>((crop.data.size() + 1) * crop.seg.size() * sizeof(float));
-      if (budget <= 0 || kept_bytes + bytes <= budget / 3) {
-        kept_bytes += bytes;
-        mine_[i] = CroppedCase{std::move(crop), true};
+      CroppedCase kept(std::move(crop));
+      if (budget <= 0 || kept_bytes + kept.bytes() <= budget / 3) {
+        kept_bytes += kept.bytes();
+        mine_.emplace(i, std::move(kept));
       }
     }
     copy_file_atomic(c.label, out_dir_ + "/gt_segmentations/" + fs::path(c.label).filename().string());
@@ -619,7 +672,12 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
       break;
     }
   const std::vector<Array3<float>>& data = nan_free.empty() ? crop.data : nan_free;
-  std::vector<Array3<float>> data_out;
+  // Channel 0 is resampled into a buffer with room for every channel and the seg, which then becomes the
+  // (C+1, z, y, x) export array in place: no second full-size copy.
+  const size_t channels = crop.data.size();
+  std::vector<Array3<float>> data_out(channels);
+  if (channels > 0)
+    data_out[0].v.reserve((channels + 1) * static_cast<size_t>(voxel_count(stage_shape(stage, i))));
   Array3<float> seg_out;
   {
     ScopedPhase t(times_, "resample", &case_log_entry_);
@@ -642,10 +700,12 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
 
   const Shape3 s = seg_out.shape;
   const size_t vox = static_cast<size_t>(voxel_count(s));
-  std::vector<float> all((data_out.size() + 1) * vox);
-  for (size_t c = 0; c < data_out.size(); ++c)
+  std::vector<float> all = std::move(data_out[0].v);
+  all.resize((channels + 1) * vox);  // within the reserved capacity
+  for (size_t c = 1; c < channels; ++c)
     std::copy(data_out[c].v.begin(), data_out[c].v.end(), all.begin() + static_cast<std::ptrdiff_t>(c * vox));
-  std::copy(seg_out.v.begin(), seg_out.v.end(), all.begin() + static_cast<std::ptrdiff_t>(data_out.size() * vox));
+  std::copy(seg_out.v.begin(), seg_out.v.end(), all.begin() + static_cast<std::ptrdiff_t>(channels * vox));
+  seg_out = Array3<float>();
   const size_t data_out_channels = data_out.size();
   data_out.clear();
 
@@ -714,14 +774,15 @@ void Pipeline::phase_preprocess() {
                            std::to_string(opt_.mem_per_rank >> 20) +
                            " MiB (--mem-per-rank); run with fewer ranks per node or a larger budget");
     auto it = mine_.find(i);
-    CropResult reread;
-    const CropResult* crop = nullptr;
-    if (it != mine_.end()) crop = &it->second.crop;
-    else {
+    CropResult cropped;
+    if (it != mine_.end()) {
+      cropped = std::move(it->second).expand();
+      mine_.erase(it);
+    } else {
       case_log_entry_ = nlohmann::json::object();
-      reread = read_and_crop(i, nullptr, nullptr);
-      crop = &reread;
+      cropped = read_and_crop(i, nullptr, nullptr);
     }
+    const CropResult* crop = &cropped;
     for (int k : todo) {
       if (stop_requested()) break;
       const auto tc = Clock::now();
@@ -740,7 +801,6 @@ void Pipeline::phase_preprocess() {
       if (const char* d = std::getenv("AMOSPREP_FAULT_DELAY_MS"))  // test hook: widen the window for kill tests
         std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(d)));
     }
-    if (it != mine_.end()) mine_.erase(it);
   }
   progress.finish();
   const bool interrupted = allreduce_or(stop_requested());
