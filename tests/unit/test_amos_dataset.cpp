@@ -1,6 +1,5 @@
 // Python-compatible JSON, the Task216/217 conversion against nnU-Net's real output, and the raw task case list.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -13,6 +12,7 @@
 #include "amosprep/error.hpp"
 #include "amosprep/fsutil.hpp"
 #include "amosprep/pyjson.hpp"
+#include "test_support.hpp"
 
 namespace amosprep {
 namespace {
@@ -20,24 +20,8 @@ namespace {
 namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 
-std::string shared_dir() { return std::string(AMOSPREP_SOURCE_DIR) + "/../shared"; }
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = (fs::temp_directory_path() / ("amosprep_amos_" + std::to_string(::getpid()) + "_" +
-                                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                .string();
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using test::shared_dir;
+using test::TempDir;
 
 std::set<std::string> names_in(const std::string& dir) {
   std::set<std::string> names;

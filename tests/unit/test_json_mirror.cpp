@@ -1,14 +1,12 @@
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <limits>
 
 #include "amosprep/error.hpp"
 #include "amosprep/fsutil.hpp"
 #include "amosprep/json_mirror.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
 using namespace amosprep;
@@ -16,23 +14,6 @@ using namespace amosprep;
 namespace amosprep::testdata {
 py::Value expected_types();  // test_pickle_writer.cpp
 }
-
-namespace {
-
-int run_json_checker(const std::string& args, std::string* output) {
-  if (::access("/usr/bin/python3", X_OK) != 0) return 77;
-  const std::string cmd = "/usr/bin/python3 '" + std::string(AMOSPREP_SOURCE_DIR) +
-                          "/tests/python/check_formats.py' " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
-  const int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-}  // namespace
 
 TEST(JsonMirror, ConvertsKeysArraysScalarsAndNonFinite) {
   const double inf = std::numeric_limits<double>::infinity();
@@ -58,23 +39,19 @@ TEST(JsonMirror, ConvertsKeysArraysScalarsAndNonFinite) {
 }
 
 TEST(JsonMirror, WritesIndentedFileAtomically) {
-  const fs::path dir = fs::temp_directory_path() / ("amosprep_json_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string path = (dir / "m.json").string();
+  const test::TempDir dir("json");
+  const std::string path = dir / "m.json";
   write_json_mirror(path, py::odict({{"k", py::list({1, 2})}}));
   EXPECT_EQ(read_file(path), "{\n  \"k\": [\n    1,\n    2\n  ]\n}\n");
-  fs::remove_all(dir);
   EXPECT_THROW(write_json_mirror("/nonexistent-dir-amosprep/m.json", py::Value(1)), IoError);
 }
 
 TEST(JsonMirror, PythonSeesTheDocumentedViewOfEveryType) {
-  const fs::path dir = fs::temp_directory_path() / ("amosprep_json_py_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string path = (dir / "types.json").string();
+  const test::TempDir dir("json_py");
+  const std::string path = dir / "types.json";
   write_json_mirror(path, testdata::expected_types());
   std::string out;
-  const int rc = run_json_checker("json-types '" + path + "'", &out);
-  fs::remove_all(dir);
+  const int rc = test::run_format_checker("json-types '" + path + "'", &out);
   if (rc == 77) GTEST_SKIP() << "/usr/bin/python3 with numpy not available: " << out;
   EXPECT_EQ(rc, 0) << out;
 }

@@ -14,32 +14,19 @@
 #include "amosprep/error.hpp"
 #include "amosprep/fsutil.hpp"
 #include "amosprep/nifti_io.hpp"
+#include "test_support.hpp"
 
 namespace amosprep {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string shared_dir() { return std::string(AMOSPREP_SOURCE_DIR) + "/../shared"; }
+using test::shared_dir;
+using test::TempDir;
+
 bool have_fixtures() { return fs::exists(shared_dir() + "/fixtures/phantom-tiny/amos/task1_dataset.json"); }
 #define REQUIRE_FIXTURES() \
   if (!have_fixtures()) GTEST_SKIP() << "shared fixtures not found at " << shared_dir() << "/fixtures"
-
-class TempDir {
- public:
-  TempDir() {
-    path_ = (fs::temp_directory_path() / ("amosprep_nifti_" + std::to_string(::getpid()) + "_" +
-                                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                .string();
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
 
 struct Sample {
   int z, y, x;

@@ -1,10 +1,7 @@
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -12,42 +9,20 @@
 #include "amosprep/error.hpp"
 #include "amosprep/fsutil.hpp"
 #include "amosprep/npz_writer.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
 using namespace amosprep;
 
 namespace {
 
-struct NpzTempDir {
-  fs::path path;
-  explicit NpzTempDir(const std::string& tag) {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("amosprep_npz_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~NpzTempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  int entries() const {
-    int n = 0;
-    for (auto& e : fs::directory_iterator(path)) { (void)e; ++n; }
-    return n;
-  }
-};
+using test::run_format_checker;
+using test::TempDir;
 
-// Runs tests/python/check_formats.py with /usr/bin/python3; 77 = numpy (or python) missing.
-int run_format_checker(const std::string& args, std::string* output) {
-  if (::access("/usr/bin/python3", X_OK) != 0) return 77;
-  const std::string cmd = "/usr/bin/python3 '" + std::string(AMOSPREP_SOURCE_DIR) +
-                          "/tests/python/check_formats.py' " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
-  const int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+int entries_in(const fs::path& dir) {
+  int n = 0;
+  for (auto& e : fs::directory_iterator(dir)) { (void)e; ++n; }
+  return n;
 }
 
 // Same values as expected_f32() in check_formats.py: f32(i * 0.37 - 11) with -0, NaN, inf, -1 in front.
@@ -120,14 +95,14 @@ TEST(NpzWriter, NpyHeaderIsNumpys) {
 }
 
 TEST(NpzWriter, ReadsBackEveryModeAndLayout) {
-  NpzTempDir dir("rb");
+  TempDir dir("rb");
   const auto data = sample_f32(120);
   for (auto c : kModes) {
     for (int variant = 0; variant < 3; ++variant) {
       NpzWriteOptions opt;
       if (variant == 1) opt.zip64_everywhere = true;
       if (variant == 2) opt.whole_buffer_limit = 0;  // zlib streaming + data descriptor
-      const std::string path = dir.file(std::string(npz_compression_name(c)) + std::to_string(variant) + ".npz");
+      const std::string path = dir / (std::string(npz_compression_name(c)) + std::to_string(variant) + ".npz");
       {
         NpzWriter w(path, c, opt);
         w.add("data", py::DType::f4, data.data(), {2, 3, 4, 5});
@@ -140,20 +115,20 @@ TEST(NpzWriter, ReadsBackEveryModeAndLayout) {
       EXPECT_EQ(npz_member_names(path), std::vector<std::string>{"data.npy"});
     }
     // zero-size array
-    const std::string empty = dir.file(std::string("empty_") + npz_compression_name(c) + ".npz");
+    const std::string empty = dir / (std::string("empty_") + npz_compression_name(c) + ".npz");
     write_npz(empty, "data", nullptr, {2, 0, 5}, c);
     std::vector<int64_t> shape;
     EXPECT_TRUE(read_npz_f32(empty, "data", &shape).empty());
     EXPECT_EQ(shape, (std::vector<int64_t>{2, 0, 5}));
   }
   // Only the final files remain (no temporaries).
-  EXPECT_EQ(dir.entries(), 12);
+  EXPECT_EQ(entries_in(dir.path()), 12);
 }
 
 TEST(NpzWriter, MultiMemberGenericRead) {
-  NpzTempDir dir("multi");
+  TempDir dir("multi");
   const auto data = sample_f32(120);
-  const std::string path = dir.file("m.npz");
+  const std::string path = dir / "m.npz";
   NpzWriter w(path, NpzCompression::fast);
   add_multi(w, data);
   w.close();
@@ -182,30 +157,30 @@ TEST(NpzWriter, MultiMemberGenericRead) {
 }
 
 TEST(NpzWriter, PythonNumpyLoadsOursAndNumpyWritesTheSameBytes) {
-  NpzTempDir dir("py");
+  TempDir dir("py");
   const auto data = sample_f32(120);
   for (auto c : kModes) {
     const std::string m = npz_compression_name(c);
-    write_npz(dir.file("f32_" + m + ".npz"), "data", data.data(), {2, 3, 4, 5}, c);
-    write_npz(dir.file("empty_" + m + ".npz"), "data", nullptr, {2, 0, 5}, c);
+    write_npz(dir / ("f32_" + m + ".npz"), "data", data.data(), {2, 3, 4, 5}, c);
+    write_npz(dir / ("empty_" + m + ".npz"), "data", nullptr, {2, 0, 5}, c);
     {
-      NpzWriter w(dir.file("multi_" + m + ".npz"), c);
+      NpzWriter w(dir / ("multi_" + m + ".npz"), c);
       add_multi(w, data);
       w.close();
     }
     NpzWriteOptions zip64;
     zip64.zip64_everywhere = true;
-    NpzWriter w64(dir.file("f32_" + m + "_zip64.npz"), c, zip64);
+    NpzWriter w64(dir / ("f32_" + m + "_zip64.npz"), c, zip64);
     w64.add("data", py::DType::f4, data.data(), {2, 3, 4, 5});
     w64.close();
     NpzWriteOptions stream;
     stream.whole_buffer_limit = 0;
-    NpzWriter ws(dir.file("multi_" + m + "_stream.npz"), c, stream);
+    NpzWriter ws(dir / ("multi_" + m + "_stream.npz"), c, stream);
     add_multi(ws, data);
     ws.close();
   }
   std::string out;
-  const int rc = run_format_checker("npz '" + dir.path.string() + "' " + zlibVersion(), &out);
+  const int rc = run_format_checker("npz '" + dir.path().string() + "' " + zlibVersion(), &out);
   if (rc == 77) GTEST_SKIP() << "/usr/bin/python3 with numpy not available: " << out;
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("15 npz files checked"), std::string::npos) << out;
@@ -220,20 +195,20 @@ TEST(NpzWriter, NnunetModeReproducesFixtureFileByteForByte) {
   const auto data = read_npz_f32(fixture, "data", &shape);
   ASSERT_EQ(shape.size(), 4u);
   EXPECT_EQ(shape[0], 2);
-  NpzTempDir dir("fx");
-  write_npz(dir.file("a.npz"), "data", data.data(), shape, NpzCompression::nnunet);
+  TempDir dir("fx");
+  write_npz(dir / "a.npz", "data", data.data(), shape, NpzCompression::nnunet);
   if (std::string(zlibVersion()) != "1.2.13") GTEST_SKIP() << "fixture was compressed by zlib 1.2.13, we have " << zlibVersion();
-  EXPECT_TRUE(read_file(dir.file("a.npz")) == read_file(fixture)) << "not byte-identical to np.savez_compressed";
+  EXPECT_TRUE(read_file(dir / "a.npz") == read_file(fixture)) << "not byte-identical to np.savez_compressed";
   // The other modes hold the same array.
-  write_npz(dir.file("b.npz"), "data", data.data(), shape, NpzCompression::fast);
-  EXPECT_TRUE(same_bits(read_npz_f32(dir.file("b.npz"), "data", nullptr), data));
+  write_npz(dir / "b.npz", "data", data.data(), shape, NpzCompression::fast);
+  EXPECT_TRUE(same_bits(read_npz_f32(dir / "b.npz", "data", nullptr), data));
 }
 
 TEST(NpzWriter, FailedWriteThrowsIoErrorNamingFileAndLeavesNothing) {
-  NpzTempDir dir("fail");
+  TempDir dir("fail");
   const auto data = sample_f32(24);
-  write_file_atomic(dir.file("plainfile"), "x");
-  for (const std::string& path : {dir.file("plainfile/sub.npz"), dir.file("missing-dir/a.npz")}) {
+  write_file_atomic(dir / "plainfile", "x");
+  for (const std::string& path : {dir / "plainfile/sub.npz", dir / "missing-dir/a.npz"}) {
     try {
       write_npz(path, "data", data.data(), {2, 3, 4}, NpzCompression::fast);
       FAIL() << "expected IoError for " << path;
@@ -245,23 +220,23 @@ TEST(NpzWriter, FailedWriteThrowsIoErrorNamingFileAndLeavesNothing) {
   // A bad member (negative dimension) aborts the file; an unclosed writer leaves nothing either.
   EXPECT_THROW(
       {
-        NpzWriter w(dir.file("bad.npz"), NpzCompression::none);
+        NpzWriter w(dir / "bad.npz", NpzCompression::none);
         w.add("data", py::DType::f4, data.data(), {2, 3, 4});
         w.add("bad", py::DType::f4, data.data(), {-1, 4});
       },
       InternalError);
   {
-    NpzWriter w(dir.file("unclosed.npz"), NpzCompression::nnunet);
+    NpzWriter w(dir / "unclosed.npz", NpzCompression::nnunet);
     w.add("data", py::DType::f4, data.data(), {2, 3, 4});
   }
-  EXPECT_EQ(dir.entries(), 1);  // only "plainfile"
+  EXPECT_EQ(entries_in(dir.path()), 1);  // only "plainfile"
 }
 
 TEST(NpzWriter, CorruptOrTruncatedFilesGiveIoError) {
-  NpzTempDir dir("corrupt");
+  TempDir dir("corrupt");
   const auto data = sample_f32(5000);
   for (auto c : kModes) {
-    const std::string path = dir.file(std::string(npz_compression_name(c)) + ".npz");
+    const std::string path = dir / (std::string(npz_compression_name(c)) + ".npz");
     write_npz(path, "data", data.data(), {5000}, c);
     const std::string good = read_file(path);
     std::string flipped = good;
@@ -271,5 +246,5 @@ TEST(NpzWriter, CorruptOrTruncatedFilesGiveIoError) {
     write_file_atomic(path, good.substr(0, good.size() - 30));
     EXPECT_THROW(read_npz_f32(path, "data", nullptr), IoError) << npz_compression_name(c);
   }
-  EXPECT_THROW(read_npz_f32(dir.file("absent.npz"), "data", nullptr), IoError);
+  EXPECT_THROW(read_npz_f32(dir / "absent.npz", "data", nullptr), IoError);
 }

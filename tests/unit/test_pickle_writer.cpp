@@ -1,10 +1,7 @@
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +13,7 @@
 #include "amosprep/fsutil.hpp"
 #include "amosprep/json_mirror.hpp"
 #include "amosprep/pickle_writer.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
 using namespace amosprep;
@@ -72,29 +70,8 @@ py::Value expected_types() {
 
 namespace {
 
-struct PickleTempDir {
-  fs::path path;
-  explicit PickleTempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("amosprep_pkl_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~PickleTempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-int run_pickle_checker(const std::string& args, std::string* output) {
-  if (::access("/usr/bin/python3", X_OK) != 0) return 77;
-  const std::string cmd = "/usr/bin/python3 '" + std::string(AMOSPREP_SOURCE_DIR) +
-                          "/tests/python/check_formats.py' " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) output->append(buf, n);
-  const int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using test::run_format_checker;
+using test::TempDir;
 
 std::string hex_to_bytes(const std::string& hex) {
   auto nibble = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
@@ -172,10 +149,10 @@ TEST(PickleWriter, RejectsInvalidValues) {
 }
 
 TEST(PickleWriter, PythonLoadsEveryTypeExactly) {
-  PickleTempDir dir("types");
-  write_pickle(dir.file("types.pkl"), testdata::expected_types());
+  TempDir dir("types");
+  write_pickle(dir / "types.pkl", testdata::expected_types());
   std::string out;
-  const int rc = run_pickle_checker("pickle-types '" + dir.file("types.pkl") + "'", &out);
+  const int rc = run_format_checker("pickle-types '" + (dir / "types.pkl") + "'", &out);
   if (rc == 77) GTEST_SKIP() << "/usr/bin/python3 with numpy not available: " << out;
   EXPECT_EQ(rc, 0) << out;
 }
@@ -190,14 +167,14 @@ TEST(PickleWriter, FixturePicklesRoundTripExactly) {
     if (e.is_regular_file() && e.path().extension() == ".pkl") pkls.push_back(e.path().string());
   std::sort(pkls.begin(), pkls.end());
   ASSERT_GT(pkls.size(), 10u);
-  PickleTempDir dir("fixtures");
-  std::string args = "fixture-export '" + dir.path.string() + "'";
+  TempDir dir("fixtures");
+  std::string args = "fixture-export '" + dir.path().string() + "'";
   for (const auto& p : pkls) args += " '" + p + "'";
   std::string out;
-  int rc = run_pickle_checker(args, &out);
+  int rc = run_format_checker(args, &out);
   if (rc == 77) GTEST_SKIP() << "/usr/bin/python3 with numpy not available: " << out;
   ASSERT_EQ(rc, 0) << out;
-  const auto manifest = nlohmann::json::parse(read_file(dir.file("manifest.json")));
+  const auto manifest = nlohmann::json::parse(read_file(dir / "manifest.json"));
   ASSERT_EQ(manifest.size(), pkls.size());
   for (const auto& m : manifest) {
     const py::Value v = from_typed(nlohmann::json::parse(read_file(m.at("typed").get<std::string>())));
@@ -206,7 +183,7 @@ TEST(PickleWriter, FixturePicklesRoundTripExactly) {
     std::ofstream(m.at("mirror").get<std::string>()) << to_json(v).dump(2) << "\n";
   }
   out.clear();
-  rc = run_pickle_checker("fixture-compare '" + dir.path.string() + "'", &out);
+  rc = run_format_checker("fixture-compare '" + dir.path().string() + "'", &out);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find(std::to_string(pkls.size()) + " fixture pickles compared"), std::string::npos) << out;
 }

@@ -1,6 +1,5 @@
 // PNG encoder (decoded here with zlib and, when available, by a pure-Python decoder) and the QA tool.
 #include <gtest/gtest.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <cmath>
@@ -19,6 +18,7 @@
 #include "amosprep/pickle_writer.hpp"
 #include "amosprep/png_writer.hpp"
 #include "amosprep/qa.hpp"
+#include "test_support.hpp"
 
 namespace fs = std::filesystem;
 using namespace amosprep;
@@ -129,15 +129,7 @@ RgbImage pattern_image(int w, int h) {
   return img;
 }
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("amosprep_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 // Python: a pure-python (zlib + struct) PNG decoder; prints "W H ADLER32 first-pixel-hex".
 const char* kPythonPngCheck = R"PY(
@@ -177,11 +169,7 @@ print(w, h, zlib.adler32(bytes(out)), bytes(out[:3]).hex())
 
 std::string run_capture(const std::string& cmd) {
   std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return out;
-  char buf[512];
-  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int rc = ::pclose(p);
+  const int rc = test::run_command(cmd, &out);
   if (rc != 0) out = "FAILED(" + std::to_string(rc) + "): " + out;
   return out;
 }
@@ -230,7 +218,7 @@ TEST(Png, PythonDecoderReadsOurFile) {
   if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "/usr/bin/python3 not available";
   TempDir tmp("png_py");
   const RgbImage img = pattern_image(37, 23);
-  const fs::path png = tmp.path / "p.png", script = tmp.path / "check.py";
+  const fs::path png = tmp.path() / "p.png", script = tmp.path() / "check.py";
   write_png(png.string(), img);
   write_file_atomic(script.string(), kPythonPngCheck);
   const std::string out = run_capture("/usr/bin/python3 " + script.string() + " " + png.string() + " 2>&1");
@@ -378,9 +366,9 @@ struct SyntheticTask {
 
 TEST(Qa, RunQaWritesPicturesOfExpectedSizeAndAnIndex) {
   TempDir tmp("qa_run");
-  SyntheticTask t(tmp.path);
-  const fs::path out = tmp.path / "qa";
-  run_qa(t.task.string(), out.string(), (tmp.path / "raw").string());
+  SyntheticTask t(tmp.path());
+  const fs::path out = tmp.path() / "qa";
+  run_qa(t.task.string(), out.string(), (tmp.path() / "raw").string());
 
   struct Expect {
     std::string rel;
@@ -424,8 +412,8 @@ TEST(Qa, RunQaWritesPicturesOfExpectedSizeAndAnIndex) {
 
 TEST(Qa, WithoutRawBaseOnlyAfterPictures) {
   TempDir tmp("qa_noraw");
-  SyntheticTask t(tmp.path);
-  const fs::path out = tmp.path / "qa";
+  SyntheticTask t(tmp.path());
+  const fs::path out = tmp.path() / "qa";
   run_qa(t.task.string(), out.string(), "");
   EXPECT_TRUE(fs::exists(out / "nnUNetData_plans_v2.1_stage0/amos_0001_sagittal.png"));
   EXPECT_FALSE(fs::exists(out / "raw"));
@@ -436,10 +424,10 @@ TEST(Qa, WithoutRawBaseOnlyAfterPictures) {
 
 TEST(Qa, MissingRawFilesAreReportedNotFatal) {
   TempDir tmp("qa_missing");
-  SyntheticTask t(tmp.path);
+  SyntheticTask t(tmp.path());
   fs::remove(t.raw_task / "imagesTr" / "amos_0001_0000.nii.gz");
-  const fs::path out = tmp.path / "qa";
-  run_qa(t.task.string(), out.string(), (tmp.path / "raw").string());
+  const fs::path out = tmp.path() / "qa";
+  run_qa(t.task.string(), out.string(), (tmp.path() / "raw").string());
   EXPECT_FALSE(fs::exists(out / "raw" / "amos_0001_axial.png"));
   EXPECT_TRUE(fs::exists(out / "nnUNetData_plans_v2.1_stage0/amos_0001_axial.png"));
   EXPECT_NE(read_file((out / "index.html").string()).find("raw image amos_0001_0000.nii.gz not found"),
@@ -448,6 +436,6 @@ TEST(Qa, MissingRawFilesAreReportedNotFatal) {
 
 TEST(Qa, NonTaskFolderIsAnInputError) {
   TempDir tmp("qa_bad");
-  EXPECT_THROW(run_qa((tmp.path / "nope").string(), (tmp.path / "out").string(), ""), InputError);
-  EXPECT_THROW(run_qa(tmp.path.string(), (tmp.path / "out").string(), ""), InputError);
+  EXPECT_THROW(run_qa((tmp.path() / "nope").string(), (tmp.path() / "out").string(), ""), InputError);
+  EXPECT_THROW(run_qa(tmp.path().string(), (tmp.path() / "out").string(), ""), InputError);
 }

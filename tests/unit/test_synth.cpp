@@ -1,6 +1,5 @@
 // The phantom generator: determinism, AMOS22 layout, labels, spacings, flips, zero field of view.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,6 +13,7 @@
 #include "amosprep/nifti_io.hpp"
 #include "amosprep/synth.hpp"
 #include "nlohmann/json.hpp"
+#include "test_support.hpp"
 
 namespace amosprep {
 namespace {
@@ -21,21 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = (fs::temp_directory_path() / ("amosprep_synth_" + std::to_string(::getpid()) + "_" +
-                                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
-                .string();
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using test::TempDir;
 
 std::vector<std::string> files_under(const std::string& dir) {
   std::vector<std::string> out;
