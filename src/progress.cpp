@@ -95,12 +95,13 @@ void Progress::finish() {
       MPI_Send(&dummy, 1, MPI_INT, 0, kTagFinished, MPI_COMM_WORLD);
     }
   }
-  if (mpi_rank() == 0 && !(drawn_complete_ && !tty_)) draw(true);
+  if (mpi_rank() == 0) draw(true);
 }
 
 void Progress::draw(bool final_line) {
   if (quiet_ || mpi_rank() != 0) return;
   const auto now = std::chrono::steady_clock::now();
+  if (!tty_ && drawn_complete_) return;  // the 100% line is printed once
   const double elapsed = std::chrono::duration<double>(now - t0_).count();
   if (!final_line && !tty_ && done_items_ != count_ &&
       std::chrono::duration<double>(now - last_draw_).count() < 10.0 && done_items_ > 1)
