@@ -146,9 +146,11 @@ float np_std_f32(const float* v, int64_t n) {
   return static_cast<float>(std::sqrt(static_cast<double>(var)));
 }
 
-float np_median_f32(std::vector<float> v) {
+// numpy median: the middle order statistic, or (a + b) / 2 of the two middle ones in the array's dtype.
+template <class T>
+T median_of(std::vector<T> v) {
   const int64_t n = static_cast<int64_t>(v.size());
-  if (n == 0) return std::numeric_limits<float>::quiet_NaN();
+  if (n == 0) return std::numeric_limits<T>::quiet_NaN();
   if (n % 2 == 1) {
     const int64_t k = n / 2;
     select_ranks(v, 0, n, &k, 1);
@@ -156,21 +158,12 @@ float np_median_f32(std::vector<float> v) {
   }
   const int64_t ranks[2] = {n / 2 - 1, n / 2};
   select_ranks(v, 0, n, ranks, 2);
-  return (v[static_cast<size_t>(ranks[0])] + v[static_cast<size_t>(ranks[1])]) / 2.0f;
+  return (v[static_cast<size_t>(ranks[0])] + v[static_cast<size_t>(ranks[1])]) / T(2);
 }
 
-double np_median_f64(std::vector<double> v) {
-  const int64_t n = static_cast<int64_t>(v.size());
-  if (n == 0) return std::numeric_limits<double>::quiet_NaN();
-  if (n % 2 == 1) {
-    const int64_t k = n / 2;
-    select_ranks(v, 0, n, &k, 1);
-    return v[static_cast<size_t>(k)];
-  }
-  const int64_t ranks[2] = {n / 2 - 1, n / 2};
-  select_ranks(v, 0, n, ranks, 2);
-  return (v[static_cast<size_t>(ranks[0])] + v[static_cast<size_t>(ranks[1])]) / 2.0;
-}
+float np_median_f32(std::vector<float> v) { return median_of(std::move(v)); }
+
+double np_median_f64(std::vector<double> v) { return median_of(std::move(v)); }
 
 double np_percentile_f32(std::vector<float> v, double q) { return percentile_of(v, q); }
 
