@@ -15,7 +15,10 @@
 //   merge_fingerprint, make_plan, the plans/properties pickles, and the HDF5 metadata work of the store (dataset
 //   creation for every case-stage, then the per-case small datasets and status attributes of the finish step;
 //   no volume data is written). Run it under mpirun -n P to see how the collective HDF5 part grows with P.
+//   --sample-scale F multiplies the foreground sample lengths (to keep several ranks within memory; the merge is
+//   linear in them, so its time scales back by 1/F).
 //   usage: bench_io_floor serial --cases CSV --planner NAME --scratch DIR [--runs N] [--json FILE] [--no-h5]
+//                                [--sample-scale F]
 #include <fcntl.h>
 #include <libdeflate.h>
 #include <sys/resource.h>
@@ -275,6 +278,7 @@ int run_serial(const std::map<std::string, std::string>& o) {
   const std::string scratch = need(o, "--scratch");
   const int runs = o.count("--runs") ? std::stoi(o.at("--runs")) : 3;
   const bool with_h5 = !o.count("--no-h5");
+  const double sample_scale = o.count("--sample-scale") ? std::stod(o.at("--sample-scale")) : 1.0;
   if (mpi_rank() == 0) make_dirs(scratch);
   barrier();
   const std::vector<int64_t> all_classes{1, 10, 11, 12, 13, 14, 15, 2, 3, 4, 5, 6, 7, 8, 9};
@@ -289,7 +293,7 @@ int run_serial(const std::map<std::string, std::string>& o) {
     s.original_size = cases[i].size;
     s.original_spacing = cases[i].spacing;
     s.size_after_cropping = cases[i].size;
-    std::vector<float> v(static_cast<size_t>(cases[i].samples));
+    std::vector<float> v(static_cast<size_t>(static_cast<double>(cases[i].samples) * sample_scale));
     uint64_t st = 1000 + i;
     for (auto& x : v) {
       const uint64_t r = splitmix(st);
@@ -298,7 +302,7 @@ int run_serial(const std::map<std::string, std::string>& o) {
       const bool outlier = ((r >> 20) % 500) == 0;
       x = static_cast<float>(outlier ? static_cast<int>((r >> 32) % 3000) - 1000 : 20 + organ * 15 + noise);
     }
-    total_samples += cases[i].samples;
+    total_samples += static_cast<int64_t>(v.size());
     s.foreground_samples.push_back(std::move(v));
     summaries.push_back(std::move(s));
   }
@@ -337,7 +341,8 @@ int run_serial(const std::map<std::string, std::string>& o) {
     bytes.clear();
     bytes.shrink_to_fit();
     DatasetFingerprint fp;
-    merge.time([&] { fp = merge_fingerprint(summaries, all_classes, modalities); });
+    std::vector<CaseSummary> to_merge = summaries;  // the pipeline hands its gathered copy over (moved)
+    merge.time([&] { fp = merge_fingerprint(std::move(to_merge), all_classes, modalities); });
     PlannerInput in;
     in.spacings = fp.spacings;
     in.sizes = fp.sizes;
@@ -434,6 +439,7 @@ int run_serial(const std::map<std::string, std::string>& o) {
               {"ranks", mpi_size()},
               {"cases", cases.size()},
               {"foreground_samples_total", total_samples},
+              {"sample_scale", sample_scale},
               {"gather_bytes", gather_bytes},
               {"runs", run_results},
               {"median", medians_of(run_results)},
