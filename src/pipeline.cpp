@@ -274,9 +274,7 @@ class Logger {
   void info(const std::string& msg) const {
     if (!quiet_ && mpi_rank() == 0) std::cerr << "[amos-prep " << fmt_time() << "] " << msg << std::endl;
   }
-  void rank_info(const std::string& msg) const {
-    if (!quiet_) std::cerr << "[amos-prep " << fmt_time() << " r" << mpi_rank() << "] " << msg << std::endl;
-  }
+
 
  private:
   std::string fmt_time() const {
@@ -330,7 +328,6 @@ class Pipeline {
   std::string h5_path_;
   std::vector<std::vector<bool>> h5_data_written_;  // [stage][case]: data/seg already in the store
   nlohmann::json case_log_ = nlohmann::json::array();
-  std::vector<double> read_costs_;
 
   void h5_create_case_datasets();
   void h5_write_volume(int stage, size_t i, const float* all, const Shape3& s, size_t channels);
