@@ -165,7 +165,7 @@ std::string py_path_join(const std::string& a, const std::string& b) {
   return a + "/" + b;
 }
 
-std::string convert_amos(const std::string& amos_dir, const std::string& raw_base, int task_id) {
+void convert_amos_copy(const std::string& amos_dir, const std::string& raw_base, int task_id, int part, int parts) {
   const TaskSpec spec = task_spec(task_id);
   const std::string out_base = raw_task_dir(raw_base, task_id);
   const std::string images_tr = py_path_join(out_base, "imagesTr");
@@ -183,10 +183,13 @@ std::string convert_amos(const std::string& amos_dir, const std::string& raw_bas
   if (!training.is_array() || !test.is_array() || !labels.is_object())
     throw InputError("", source_path, "\"training\" and \"test\" must be lists and \"labels\" an object");
 
+  size_t index = 0;
+  const auto mine = [&] { return static_cast<int>(index++ % static_cast<size_t>(std::max(parts, 1))) == part; };
   for (const ojson& entry : training) {
     const std::string& image = require_string(require_key(entry, "image", source_path), source_path,
                                               "a training \"image\" entry");
     const std::string id = drop_last(last_component(image), 7);
+    if (!mine()) continue;
     copy_case_file(py_path_join(py_path_join(amos_dir, "imagesTr"), id + ".nii.gz"),
                    py_path_join(images_tr, id + "_0000.nii.gz"), id);
     copy_case_file(py_path_join(py_path_join(amos_dir, "labelsTr"), id + ".nii.gz"),
@@ -195,10 +198,21 @@ std::string convert_amos(const std::string& amos_dir, const std::string& raw_bas
   for (const ojson& entry : test) {
     const std::string& image = require_string(entry, source_path, "a \"test\" entry (nnU-Net expects path strings)");
     const std::string id = drop_last(last_component(image), 7);
+    if (!mine()) continue;
     copy_case_file(py_path_join(py_path_join(amos_dir, "imagesTs"), id + ".nii.gz"),
                    py_path_join(images_ts, id + "_0000.nii.gz"), id);
   }
 
+}
+
+std::string convert_amos_finish(const std::string& amos_dir, const std::string& raw_base, int task_id) {
+  const TaskSpec spec = task_spec(task_id);
+  const std::string out_base = raw_task_dir(raw_base, task_id);
+  const std::string images_tr = py_path_join(out_base, "imagesTr");
+  const std::string images_ts = py_path_join(out_base, "imagesTs");
+  const std::string source_path = py_path_join(amos_dir, spec.source_json);
+  const ojson source = load_json_file(source_path, spec.source_json);
+  const ojson& labels = require_key(source, "labels", source_path);
   // generate_dataset_json: case lists come from the output folders, not from the source JSON.
   const std::vector<std::string> train_ids = identifiers_from_folder(images_tr);
   const std::vector<std::string> test_ids = identifiers_from_folder(images_ts);
@@ -222,6 +236,11 @@ std::string convert_amos(const std::string& amos_dir, const std::string& raw_bas
   out["test"] = std::move(ts);
   write_file_atomic(py_path_join(out_base, "dataset.json"), python_json_dumps(out, 4, true));
   return out_base;
+}
+
+std::string convert_amos(const std::string& amos_dir, const std::string& raw_base, int task_id) {
+  convert_amos_copy(amos_dir, raw_base, task_id, 0, 1);
+  return convert_amos_finish(amos_dir, raw_base, task_id);
 }
 
 RawTask read_raw_task(const std::string& raw_base, int task_id) {

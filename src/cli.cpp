@@ -18,6 +18,7 @@
 #include "amosprep/amos_dataset.hpp"
 #include "amosprep/distributed.hpp"
 #include "amosprep/error.hpp"
+#include "amosprep/fsutil.hpp"
 #include "amosprep/pipeline.hpp"
 #include "amosprep/qa.hpp"
 #include "amosprep/verify.hpp"
@@ -252,6 +253,18 @@ void require_dir(const std::string& path, const std::string& what) {
   if (!fs::is_directory(path)) throw InputError("", path, what + " does not exist or is not a directory");
 }
 
+/// nnU-Net's conversion with the byte copies shared by all ranks; rank 0 writes dataset.json afterwards.
+std::string convert_on_all_ranks(const std::string& amos, const std::string& raw_base, int task) {
+  if (mpi_rank() == 0) make_dirs(raw_task_dir(raw_base, task));
+  barrier();
+  convert_amos_copy(amos, raw_base, task, mpi_rank(), mpi_size());
+  barrier();
+  std::string dir = raw_task_dir(raw_base, task);
+  if (mpi_rank() == 0) dir = convert_amos_finish(amos, raw_base, task);
+  barrier();
+  return dir;
+}
+
 // ---- subcommands ------------------------------------------------------------------------------------------
 int cmd_synth(std::vector<std::string> argv) {
   Args a("synth", std::move(argv));
@@ -292,11 +305,8 @@ int cmd_convert(std::vector<std::string> argv) {
   if (raw.empty()) throw UsageError("convert: give --raw-base or set nnUNet_raw_data_base");
   const int task = task_id_from(a);
   require_dir(amos, "--amos-dir");
-  if (mpi_rank() == 0) {
-    const std::string dir = convert_amos(amos, raw, task);
-    std::cerr << "amos-prep convert: wrote " << dir << "\n";
-  }
-  barrier();
+  const std::string dir = convert_on_all_ranks(amos, raw, task);
+  if (mpi_rank() == 0) std::cerr << "amos-prep convert: wrote " << dir << "\n";
   return kExitOk;
 }
 
@@ -396,8 +406,7 @@ int cmd_run(std::vector<std::string> argv) {
       throw InputError("", amos, "dataset integrity check failed (see the problems listed above)");
     o.verify_integrity = false;  // the converted copy holds the same bytes
   }
-  if (mpi_rank() == 0) convert_amos(amos, o.raw_base, o.task_id);
-  barrier();
+  convert_on_all_ranks(amos, o.raw_base, o.task_id);
   return run_pipeline(o);
 }
 

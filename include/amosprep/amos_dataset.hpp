@@ -45,6 +45,10 @@ std::string py_path_join(const std::string& a, const std::string& b);
 /// modification time is skipped (copies get the source's mtime). Returns the task dir. Throws InputError naming
 /// a missing or unreadable source file or a malformed source JSON, IoError when writing fails.
 std::string convert_amos(const std::string& amos_dir, const std::string& raw_base, int task_id);
+/// The copying half of convert_amos for the files with index % parts == part, so that ranks share the copies.
+void convert_amos_copy(const std::string& amos_dir, const std::string& raw_base, int task_id, int part, int parts);
+/// The second half: dataset.json from the output folders, once every part is copied. Returns the task dir.
+std::string convert_amos_finish(const std::string& amos_dir, const std::string& raw_base, int task_id);
 
 /// Reads `<raw_base>/nnUNet_raw_data/TaskXXX_.../dataset.json` (labels in file order) and builds the case lists:
 /// training images `<dir>/imagesTr/<basename(image) minus ".nii.gz">_%04d.nii.gz` per modality, label
