@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <libdeflate.h>
+
 #include "amosprep/error.hpp"
 
 namespace amosprep {
@@ -45,8 +47,11 @@ AtomicFile::~AtomicFile() {
   }
 }
 
+uint32_t crc32_of(std::string_view bytes) { return libdeflate_crc32(0, bytes.data(), bytes.size()); }
+
 void AtomicFile::write(const void* data, size_t n) {
   const char* p = static_cast<const char*>(data);
+  crc_ = libdeflate_crc32(crc_, p, n);
   while (n > 0) {
     ssize_t w = write_with_fault_injection(fd_, p, n);
     if (w < 0) {
@@ -74,10 +79,11 @@ void AtomicFile::commit() {
   }
 }
 
-void write_file_atomic(const std::string& path, std::string_view bytes) {
+FileDigest write_file_atomic(const std::string& path, std::string_view bytes) {
   AtomicFile f(path);
   f.write(bytes.data(), bytes.size());
   f.commit();
+  return f.digest();
 }
 
 std::string read_file(const std::string& path) {

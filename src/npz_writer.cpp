@@ -358,25 +358,27 @@ void NpzWriter::write_central_directory() {
   file_->write(tail.data(), tail.size());
 }
 
-void NpzWriter::close() {
-  if (closed_) return;
+FileDigest NpzWriter::close() {
+  if (closed_) return digest_;
   if (!file_) throw IoError(path_, "an earlier write to this file failed");
   try {
     write_central_directory();
     file_->commit();
+    digest_ = file_->digest();
     closed_ = true;
   } catch (...) {
     file_.reset();
     throw;
   }
   file_.reset();
+  return digest_;
 }
 
-void write_npz(const std::string& path, const std::string& key, const float* data, const std::vector<int64_t>& shape,
-               NpzCompression c) {
+FileDigest write_npz(const std::string& path, const std::string& key, const float* data,
+                     const std::vector<int64_t>& shape, NpzCompression c) {
   NpzWriter w(path, c);
   w.add(key, py::DType::f4, data, shape);
-  w.close();
+  return w.close();
 }
 
 // ---- reading --------------------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 #include "amosprep/pipeline.hpp"
 
-#include <libdeflate.h>
 #include <omp.h>
 #include <sys/stat.h>
 
@@ -111,10 +110,6 @@ struct InputIdentity {
   bool operator==(const InputIdentity&) const = default;
 };
 
-uint32_t crc_of(const std::string& bytes) {
-  return libdeflate_crc32(0, bytes.data(), bytes.size());
-}
-
 InputIdentity identity_of(const std::vector<std::string>& files) {
   InputIdentity id;
   for (const auto& f : files) {
@@ -123,7 +118,7 @@ InputIdentity identity_of(const std::vector<std::string>& files) {
     id.files.push_back(f);
     id.sizes.push_back(st.st_size);
     id.mtimes_ns.push_back(int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec);
-    id.crcs.push_back(crc_of(read_file(f)));
+    id.crcs.push_back(crc32_of(read_file(f)));
   }
   return id;
 }
@@ -578,7 +573,7 @@ void Pipeline::phase_plan() {
   const py::Value plans = plans_to_py(plan_, planner_input_, ctx);
   const std::string plans_bytes = pickle_dumps(plans);
   std::ostringstream h;
-  h << std::hex << crc_of(plans_bytes) << "-" << opt_.seed << "-" << static_cast<int>(opt_.npz_compression) << "-"
+  h << std::hex << crc32_of(plans_bytes) << "-" << opt_.seed << "-" << static_cast<int>(opt_.npz_compression) << "-"
     << plans_bytes.size();
   plan_hash_ = h.str();
   // Every rank derived the plan from the same gathered fingerprint; rank 0's is the reference.
@@ -638,7 +633,7 @@ bool Pipeline::manifest_complete(int stage, size_t i) const {
       if (!path_exists(file)) return false;
       const std::string bytes = read_file(file);
       if (static_cast<int64_t>(bytes.size()) != rec.at("size").get<int64_t>()) return false;
-      if (crc_of(bytes) != rec.at("crc32").get<uint32_t>()) return false;
+      if (crc32_of(bytes) != rec.at("crc32").get<uint32_t>()) return false;
     }
     return true;
   } catch (const std::exception&) {
@@ -716,23 +711,21 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
   const std::string dir = stage_dir(out_dir_, plan_, stage);
   const std::string npz = dir + "/" + meta.id + ".npz", pkl = dir + "/" + meta.id + ".pkl";
   std::optional<ScopedPhase> exporting(std::in_place, times_, "export_npz", &case_log_entry_);
-  write_npz(npz, "data", all.data(), {static_cast<int64_t>(data_out_channels + 1), s[0], s[1], s[2]},
-            opt_.npz_compression);
+  const FileDigest npz_digest = write_npz(
+      npz, "data", all.data(), {static_cast<int64_t>(data_out_channels + 1), s[0], s[1], s[2]}, opt_.npz_compression);
   exporting.reset();
   if (h5_ && h5_->layout() == H5Layout::chunked) {
     ScopedPhase t(times_, "hdf5", &case_log_entry_);
     h5_write_volume(stage, i, all.data(), s, data_out_channels);
   }
   ScopedPhase t_pkl(times_, "export_pkl_manifest", &case_log_entry_);
-  const std::string pkl_bytes = pickle_dumps(props);
-  write_file_atomic(pkl, pkl_bytes);
+  const FileDigest pkl_digest = write_file_atomic(pkl, pickle_dumps(props));
   write_json_mirror(state_dir_ + "/json/" + plan_.data_identifier + "_stage" + std::to_string(stage) + "_" + meta.id + ".json",
                     props);
 
   nlohmann::json outputs;
-  const std::string npz_bytes = read_file(npz);
-  outputs[meta.id + ".npz"] = {{"size", npz_bytes.size()}, {"crc32", crc_of(npz_bytes)}};
-  outputs[meta.id + ".pkl"] = {{"size", pkl_bytes.size()}, {"crc32", crc_of(pkl_bytes)}};
+  outputs[meta.id + ".npz"] = {{"size", npz_digest.size}, {"crc32", npz_digest.crc32}};
+  outputs[meta.id + ".pkl"] = {{"size", pkl_digest.size}, {"crc32", pkl_digest.crc32}};
   nlohmann::json man = {{"case", meta.id},
                         {"stage", stage},
                         {"plan_hash", plan_hash_},

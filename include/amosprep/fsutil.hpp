@@ -6,10 +6,19 @@
 
 namespace amosprep {
 
+/// Size and CRC-32 (zlib polynomial) of a file's bytes, as recorded in the resume manifest.
+struct FileDigest {
+  uint64_t size = 0;
+  uint32_t crc32 = 0;
+};
+
+/// CRC-32 of a byte string (libdeflate; the same value as zlib's crc32).
+uint32_t crc32_of(std::string_view bytes);
+
 /// Writes `bytes` to `path` atomically: `<path>.tmp.<pid>` is written, fsync'ed and renamed over `path`.
 /// Throws IoError naming the file and the OS reason (e.g. "No space left on device"); never leaves a partial
 /// file under `path`.
-void write_file_atomic(const std::string& path, std::string_view bytes);
+FileDigest write_file_atomic(const std::string& path, std::string_view bytes);
 
 /// A file being written under a temporary name; commit() flushes, fsyncs and renames it to its final path.
 /// If destroyed without commit(), the temporary file is removed.
@@ -21,6 +30,8 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
   void write(const void* data, size_t n);
   uint64_t bytes_written() const { return written_; }
+  /// Size and CRC-32 of everything written so far (the file is written strictly sequentially).
+  FileDigest digest() const { return {written_, crc_}; }
   void commit();
   const std::string& path() const { return path_; }
 
@@ -28,6 +39,7 @@ class AtomicFile {
   std::string path_, tmp_;
   int fd_ = -1;
   uint64_t written_ = 0;
+  uint32_t crc_ = 0;
 };
 
 /// Reads a whole file; throws IoError naming the file.

@@ -44,7 +44,8 @@ class NpzWriter {
   /// Adds member `<name>.npy`: NPY 1.0, C order, `shape` slowest axis first (empty shape = 0-d array).
   /// `data` holds prod(shape) contiguous little-endian elements of `dtype`; it is not copied.
   void add(const std::string& name, py::DType dtype, const void* data, const std::vector<int64_t>& shape);
-  void close();
+  /// Finishes the archive; returns the size and CRC-32 of the whole file.
+  FileDigest close();
 
  private:
   struct Member;
@@ -55,10 +56,11 @@ class NpzWriter {
   std::unique_ptr<AtomicFile> file_;
   std::vector<Member> members_;
   bool closed_ = false;
+  FileDigest digest_;
 };
 
-/// Writes a one-member .npz (member "<key>.npy", float32) atomically; see NpzWriter.
-void write_npz(const std::string& path, const std::string& key, const float* data, const std::vector<int64_t>& shape,
+/// Writes a one-member .npz (member "<key>.npy", float32) atomically; see NpzWriter. Returns the file's digest.
+FileDigest write_npz(const std::string& path, const std::string& key, const float* data, const std::vector<int64_t>& shape,
                NpzCompression c);
 
 /// The NPY 1.0 header numpy 1.24 writes for a C-order array (magic, length, dict, padding to 64 bytes, '\n').
