@@ -315,27 +315,11 @@ int run_serial(const std::map<std::string, std::string>& o) {
     std::string bytes;
     ser.time([&] {
       ByteWriter w;
-      for (const auto& s : summaries) {
-        w.put_string(s.id);
-        w.put(s.original_size);
-        w.put(s.original_spacing);
-        w.put(s.size_after_cropping);
-        w.put<uint64_t>(s.foreground_samples.size());
-        for (const auto& v : s.foreground_samples) w.put_vector(v);
-      }
+      for (const auto& s : summaries) write_summary(w, s, true);
       bytes = w.bytes();
       ByteReader r(bytes);  // and back, as every rank does with the gathered bytes
       std::vector<CaseSummary> back;
-      while (!r.done()) {
-        CaseSummary s;
-        s.id = r.get_string();
-        s.original_size = r.get<Shape3>();
-        s.original_spacing = r.get<std::array<double, 3>>();
-        s.size_after_cropping = r.get<Shape3>();
-        const auto n = r.get<uint64_t>();
-        for (uint64_t k = 0; k < n; ++k) s.foreground_samples.push_back(r.get_vector<float>());
-        back.push_back(std::move(s));
-      }
+      while (!r.done()) back.push_back(read_summary(r));
     });
     gather_bytes = static_cast<int64_t>(bytes.size());
     bytes.clear();

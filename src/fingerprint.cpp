@@ -8,6 +8,27 @@
 
 namespace amosprep {
 
+void write_summary(ByteWriter& w, const CaseSummary& s, bool with_samples) {
+  w.put_string(s.id);
+  w.put(s.original_size);
+  w.put(s.original_spacing);
+  w.put(s.size_after_cropping);
+  w.put<uint64_t>(with_samples ? s.foreground_samples.size() : 0);
+  if (with_samples)
+    for (const auto& v : s.foreground_samples) w.put_vector(v);
+}
+
+CaseSummary read_summary(ByteReader& r) {
+  CaseSummary s;
+  s.id = r.get_string();
+  s.original_size = r.get<Shape3>();
+  s.original_spacing = r.get<std::array<double, 3>>();
+  s.size_after_cropping = r.get<Shape3>();
+  const auto n = r.get<uint64_t>();
+  for (uint64_t i = 0; i < n; ++i) s.foreground_samples.push_back(r.get_vector<float>());
+  return s;
+}
+
 std::vector<float> foreground_sample(const Array3<float>& channel, const Array3<float>& seg) {
   AMOSPREP_VERIFY(channel.shape == seg.shape, "foreground_sample: channel and seg shapes differ");
   std::vector<float> out;

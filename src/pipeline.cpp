@@ -154,27 +154,6 @@ CaseMeta get_meta(ByteReader& r) {
   return m;
 }
 
-void put_summary(ByteWriter& w, const CaseSummary& s, bool with_samples) {
-  w.put_string(s.id);
-  w.put(s.original_size);
-  w.put(s.original_spacing);
-  w.put(s.size_after_cropping);
-  w.put<uint64_t>(with_samples ? s.foreground_samples.size() : 0);
-  if (with_samples)
-    for (const auto& v : s.foreground_samples) w.put_vector(v);
-}
-
-CaseSummary get_summary(ByteReader& r) {
-  CaseSummary s;
-  s.id = r.get_string();
-  s.original_size = r.get<Shape3>();
-  s.original_spacing = r.get<std::array<double, 3>>();
-  s.size_after_cropping = r.get<Shape3>();
-  const auto n = r.get<uint64_t>();
-  for (uint64_t i = 0; i < n; ++i) s.foreground_samples.push_back(r.get_vector<float>());
-  return s;
-}
-
 // ---- Python property objects ------------------------------------------------------------------------------
 py::Value use_mask_py(const Plan& plan) {
   py::Value d = py::odict({});
@@ -458,7 +437,7 @@ void Pipeline::phase_crop_and_fingerprint() {
         const std::string ident_json = r.get_string();
         if (ident_json == identity_json(ident).dump()) {
           meta = get_meta(r);
-          summary = get_summary(r);
+          summary = read_summary(r);
           cached = r.done();
         }
       } catch (const Error&) {
@@ -472,7 +451,7 @@ void Pipeline::phase_crop_and_fingerprint() {
       ByteWriter w;
       w.put_string(identity_json(ident).dump());
       put_meta(w, meta);
-      put_summary(w, summary, true);
+      write_summary(w, summary, true);
       write_file_atomic(cache, w.bytes());
       if (opt_.write_cropped) {
         // nnU-Net's cropped folder: data channels + seg stacked, plus the properties pkl.
@@ -496,7 +475,7 @@ void Pipeline::phase_crop_and_fingerprint() {
       copy_file_atomic(c.label, cropped_dir_ + "/gt_segmentations/" + fs::path(c.label).filename().string());
     put_meta(metas_out, meta);
     identities_[i] = ident;
-    put_summary(summaries_small, summary, true);
+    write_summary(summaries_small, summary, true);
     my_summaries.push_back(std::move(summary));
     progress.item_done(c.id, 0, cached);
   }
@@ -520,18 +499,18 @@ void Pipeline::phase_crop_and_fingerprint() {
   // to rank 0, which computes the numpy-exact statistics over their concatenation in sorted case order and
   // broadcasts them.
   ByteWriter small_out;
-  for (const auto& sm : my_summaries) put_summary(small_out, sm, false);
+  for (const auto& sm : my_summaries) write_summary(small_out, sm, false);
   std::vector<CaseSummary> summaries;
   for (const auto& b : allgather_bytes(small_out.bytes())) {
     ByteReader r(b);
-    while (!r.done()) summaries.push_back(get_summary(r));
+    while (!r.done()) summaries.push_back(read_summary(r));
   }
   if (rank_ == 0) {
     std::map<std::string, std::vector<std::vector<float>>> samples;
     for (const auto& b : gather_bytes(summaries_small.bytes())) {
       ByteReader r(b);
       while (!r.done()) {
-        CaseSummary sm = get_summary(r);
+        CaseSummary sm = read_summary(r);
         samples[sm.id] = std::move(sm.foreground_samples);
       }
     }

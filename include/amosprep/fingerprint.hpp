@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "amosprep/distributed.hpp"
 #include "amosprep/np_reductions.hpp"
 #include "amosprep/pyobj.hpp"
 #include "amosprep/volume.hpp"
@@ -21,6 +22,10 @@ struct CaseSummary {
   /// Per modality: channel voxels where seg > 0, every 10th in C order (nnU-Net's foreground sample).
   std::vector<std::vector<float>> foreground_samples;
 };
+
+/// Serialisation of a summary for the exchange between ranks and the per-case cache (samples optional).
+void write_summary(ByteWriter& w, const CaseSummary& s, bool with_samples);
+CaseSummary read_summary(ByteReader& r);
 
 /// nnU-Net's foreground sample of one channel: voxels with seg > 0 in C order, indices 0, 10, 20, ...
 std::vector<float> foreground_sample(const Array3<float>& channel, const Array3<float>& seg);
