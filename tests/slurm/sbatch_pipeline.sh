@@ -126,6 +126,8 @@ compare_with_direct sbatch
 # ---- 2. clean stop on USR1 (no requeue): exit 75, then a resubmission completes ------------------------------
 step "scenario 2: USR1 to the batch shell of a --no-requeue job, then resubmit"
 export AMOS_PREP_BIN=$bin
+# Test hook: each finished case waits 1.5 s, so the USR1 lands mid-run however fast preprocessing is.
+export AMOSPREP_FAULT_DELAY_MS=1500
 submit_background job-2 --no-requeue --ntasks 2 --cpus-per-task 1 --output "$tmp/job-2.out" \
   "$sbatch_script" "$amos" "$work" "$planner"
 stop_when_preprocessing "$job_id"
@@ -139,7 +141,7 @@ grep -q "not requeueing: the job was submitted with --no-requeue" "$tmp/job-2.ou
 done_before=$( (compgen -G "$work/$task_rel/*_stage0/*.npz" || true) | wc -l)
 echo "   stopped with $done_before of 3 cases written"
 rc=0
-sbatch --wait --ntasks 2 --cpus-per-task 1 --output "$tmp/job-2b.out" "$sbatch_script" "$amos" "$work" "$planner" \
+AMOSPREP_FAULT_DELAY_MS=0 sbatch --wait --ntasks 2 --cpus-per-task 1 --output "$tmp/job-2b.out" "$sbatch_script" "$amos" "$work" "$planner" \
   >/dev/null || rc=$?
 [ $rc -eq 0 ] || fail "scenario 2: resubmitted job exit status $rc"
 compare_with_direct resubmitted
