@@ -180,8 +180,9 @@ void H5Store::write_independent(const std::string& path, const void* data) {
     checked(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, dxpl, data), path_, "write " + path);
     return;
   }
-  // Chunk by chunk from a contiguous staging buffer: one file region per write. Handing HDF5 the whole strided
-  // array instead makes it scatter row by row through MPI-IO (measured ~20x slower).
+  // Whole chunks through the direct chunk write: one pwrite per chunk of the (early allocated, unfiltered) file.
+  // Handing HDF5 the strided array, or even a hyperslab per chunk, makes MPI-IO scatter row by row (edge chunks
+  // alone cost ~1 M pwrites for the realistic set). Edge chunks are padded with zeros, as HDF5 stores them.
   std::vector<hsize_t> dims(static_cast<size_t>(rank)), chunk(static_cast<size_t>(rank));
   H5Sget_simple_extent_dims(space, dims.data(), nullptr);
   H5Pget_chunk(dcpl, rank, chunk.data());
@@ -192,7 +193,8 @@ void H5Store::write_independent(const std::string& path, const void* data) {
     D[4 - rank + a] = dims[static_cast<size_t>(a)];
     C[4 - rank + a] = chunk[static_cast<size_t>(a)];
   }
-  std::vector<char> staging(static_cast<size_t>(C[0] * C[1] * C[2] * C[3]) * elem);
+  const size_t chunk_bytes = static_cast<size_t>(C[0] * C[1] * C[2] * C[3]) * elem;
+  std::vector<char> staging(chunk_bytes);
   const char* src = static_cast<const char*>(data);
   for (hsize_t c0 = 0; c0 < D[0]; c0 += C[0])
     for (hsize_t c1 = 0; c1 < D[1]; c1 += C[1])
@@ -200,20 +202,18 @@ void H5Store::write_independent(const std::string& path, const void* data) {
         for (hsize_t c3 = 0; c3 < D[3]; c3 += C[3]) {
           const hsize_t n[4] = {std::min(C[0], D[0] - c0), std::min(C[1], D[1] - c1), std::min(C[2], D[2] - c2),
                                 std::min(C[3], D[3] - c3)};
-          char* out = staging.data();
+          const bool edge = n[0] != C[0] || n[1] != C[1] || n[2] != C[2] || n[3] != C[3];
+          if (edge) std::memset(staging.data(), 0, chunk_bytes);
           for (hsize_t i0 = 0; i0 < n[0]; ++i0)
             for (hsize_t i1 = 0; i1 < n[1]; ++i1)
               for (hsize_t i2 = 0; i2 < n[2]; ++i2) {
                 const hsize_t offset = (((c0 + i0) * D[1] + (c1 + i1)) * D[2] + (c2 + i2)) * D[3] + c3;
+                char* out = staging.data() + ((i0 * C[1] + i1) * C[2] + i2) * C[3] * elem;
                 std::memcpy(out, src + offset * elem, n[3] * elem);
-                out += n[3] * elem;
               }
           const hsize_t start4[4] = {c0, c1, c2, c3};
-          Handle fspace(checked(H5Scopy(space), path_, "H5Scopy"), H5Sclose);
-          checked(H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start4 + (4 - rank), nullptr, n + (4 - rank), nullptr),
-                  path_, "select_hyperslab");
-          Handle mspace(checked(H5Screate_simple(rank, n + (4 - rank), nullptr), path_, "H5Screate_simple"), H5Sclose);
-          checked(H5Dwrite(d, mtype, mspace, fspace, dxpl, staging.data()), path_, "write " + path);
+          checked(H5Dwrite_chunk(d, dxpl, 0, start4 + (4 - rank), chunk_bytes, staging.data()), path_,
+                  "write chunk of " + path);
         }
 }
 

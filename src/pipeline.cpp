@@ -290,6 +290,7 @@ class Pipeline {
   std::map<size_t, CroppedCase> mine_;          // cropped data kept in memory
   DatasetFingerprint fp_;
   PlannerInput planner_input_;
+  std::vector<double> schedule_costs() const;
   Plan plan_;
   std::string plan_hash_;
   mutable PhaseTimes times_;
@@ -344,18 +345,50 @@ void Pipeline::load_task() {
     if (opt_.write_cropped) make_dirs(cropped_dir_ + "/gt_segmentations");
   }
   barrier();
-  // Largest first by voxel count from the headers (cheap), so no rank waits for one giant case.
-  std::vector<double> costs;
-  for (const auto& c : task_.training) {
+  owner_ = largest_first_schedule(schedule_costs(), nranks_);
+}
+
+std::vector<double> Pipeline::schedule_costs() const {
+  // Largest first on a cost read off the headers alone: the input voxels (read, crop) plus the output voxels of
+  // every stage the planner would choose for these spacings and sizes (resampling and export dominate, and a
+  // 5 mm case upsampled to 1.5 mm costs several times its input). Sizes before cropping stand in for sizes after.
+  const size_t n = task_.training.size();
+  std::vector<double> input_voxels(n);
+  PlannerInput header_fp;
+  for (size_t i = 0; i < n; ++i) {
+    const CaseFiles& c = task_.training[i];
     NiftiHeaderInfo h;
     try {
       h = read_nifti_header(c.images.at(0));
     } catch (const InputError& e) {
       throw InputError(c.id, c.images.at(0), e.reason());
     }
-    costs.push_back(static_cast<double>(h.dim[1]) * static_cast<double>(h.dim[2]) * static_cast<double>(h.dim[3]));
+    input_voxels[i] = static_cast<double>(h.dim[1]) * static_cast<double>(h.dim[2]) * static_cast<double>(h.dim[3]);
+    header_fp.spacings.push_back({h.pixdim[3], h.pixdim[2], h.pixdim[1]});
+    header_fp.sizes.push_back({h.dim[3], h.dim[2], h.dim[1]});
+    header_fp.size_reductions.push_back(1.0);
   }
-  owner_ = largest_first_schedule(costs, nranks_);
+  header_fp.num_cases = static_cast<int64_t>(n);
+  header_fp.modalities = task_.modalities;
+  header_fp.num_classes = static_cast<int>(all_classes_.size());
+  std::optional<Plan> plan;
+  try {
+    plan = make_plan(opt_.planner, header_fp);
+  } catch (const std::exception&) {
+    // Odd headers: phase 1 reports them with the case named. Schedule on input voxels meanwhile.
+  }
+  constexpr double kOutputVoxelWeight = 2.0;  // phase-2 CPU per output voxel vs phase-1 CPU per input voxel
+  std::vector<double> costs = input_voxels;
+  if (!plan) return costs;
+  for (size_t i = 0; i < n; ++i)
+    for (const StagePlan& sp : plan->stages) {
+      double out = 1;
+      for (int a = 0; a < 3; ++a)
+        out *= std::round(static_cast<double>(header_fp.sizes[i][static_cast<size_t>(a)]) *
+                          header_fp.spacings[i][static_cast<size_t>(a)] / sp.current_spacing[static_cast<size_t>(a)]);
+      costs[i] += kOutputVoxelWeight * out;
+    }
+  return costs;
 }
 
 CropResult Pipeline::read_and_crop(size_t i, CaseMeta* meta, CaseSummary* summary) const {

@@ -1,7 +1,10 @@
 #include "amosprep/progress.hpp"
 
 #include <mpi.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cstdio>
 #include <cstring>
@@ -76,17 +79,23 @@ void Progress::poll() {
 void Progress::finish() {
   if (mpi_size() > 1) {
     if (mpi_rank() == 0) {
+      // Poll with short sleeps rather than a blocking probe, which spins a core for as long as others work.
       int finished = 0;
+      long sleep_ns = 50'000;
       while (finished < mpi_size() - 1) {
+        int flag = 0;
         MPI_Status st;
-        MPI_Probe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &st);
-        if (st.MPI_TAG == kTagFinished) {
+        MPI_Iprobe(MPI_ANY_SOURCE, kTagFinished, MPI_COMM_WORLD, &flag, &st);
+        if (flag) {
           int dummy = 0;
           MPI_Recv(&dummy, 1, MPI_INT, st.MPI_SOURCE, kTagFinished, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
           ++finished;
-        } else {
-          poll();
+          continue;
         }
+        poll();
+        const timespec ts{0, sleep_ns};
+        nanosleep(&ts, nullptr);
+        sleep_ns = std::min<long>(sleep_ns * 2, 2'000'000);
       }
       poll();
     } else {
@@ -96,6 +105,7 @@ void Progress::finish() {
     }
   }
   if (mpi_rank() == 0) draw(true);
+  barrier();  // the others wait here (asleep) while rank 0 still works or drains
 }
 
 void Progress::draw(bool final_line) {

@@ -30,6 +30,7 @@ std::string broadcast_bytes(const std::string& bytes, int root = 0);
 bool allreduce_or(bool flag);
 int64_t allreduce_max(int64_t v);
 double allreduce_sum(double v);
+/// Waits for every rank without spinning a core (nonblocking barrier polled with short sleeps).
 void barrier();
 /// Ends the whole job with `code` (MPI_Abort under mpirun, exit otherwise). Never returns.
 [[noreturn]] void abort_job(int code);
