@@ -9,8 +9,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <new>
 
+#include "amosprep/deflate_runs.hpp"
 #include "amosprep/error.hpp"
 
 namespace amosprep {
@@ -214,40 +216,38 @@ void NpzWriter::add(const std::string& name, py::DType dtype, const void* data, 
       file_->write(lh.data(), lh.size());
       file_->write(header.data(), header.size());
       file_->write(bytes, nbytes);
+    } else if (m.usize < options_.whole_buffer_limit && compression_ == NpzCompression::fast) {
+      // A stored (non-final) deflate block carries the small .npy header; the pieces of the run-aware deflater
+      // follow it directly from its reusable buffers (no concatenated copy). Together: one valid deflate stream.
+      m.method = kMethodDeflate;
+      const auto len = static_cast<uint16_t>(header.size());
+      std::string prefix = {'\0', static_cast<char>(len & 0xff), static_cast<char>(len >> 8),
+                            static_cast<char>(~len & 0xff), static_cast<char>((~len >> 8) & 0xff)};
+      prefix += header;
+      static std::mutex compressor_mutex;
+      static DeflateRuns compressor;
+      const std::lock_guard<std::mutex> lock(compressor_mutex);
+      const auto parts = compressor.compress(bytes, nbytes);
+      m.csize = prefix.size();
+      for (const DeflateBuffer& part : parts) m.csize += part.size;
+      const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
+      file_->write(lh.data(), lh.size());
+      file_->write(prefix.data(), prefix.size());
+      for (const DeflateBuffer& part : parts) file_->write(part.data.get(), part.size);
     } else if (m.usize < options_.whole_buffer_limit) {
       m.method = kMethodDeflate;
       std::unique_ptr<unsigned char[]> out;  // uninitialised: only the pages actually written get touched
       uint64_t out_size = 0;
-      if (compression_ == NpzCompression::fast) {
-        // A stored (non-final) deflate block carries the small .npy header, so libdeflate can compress the caller's
-        // buffer in place instead of a concatenated copy; the two parts form one valid deflate stream.
-        std::unique_ptr<libdeflate_compressor, CompressorDeleter> c(libdeflate_alloc_compressor(1));
-        if (!c) throw IoError(path_, "cannot allocate libdeflate compressor");
-        const size_t bound = libdeflate_deflate_compress_bound(c.get(), nbytes);
-        const size_t prefix = 5 + header.size();
-        out.reset(new unsigned char[prefix + bound]);
-        const auto len = static_cast<uint16_t>(header.size());
-        out[0] = 0x00;  // BFINAL=0, BTYPE=00 (stored), rest of the byte is padding
-        out[1] = static_cast<unsigned char>(len & 0xff);
-        out[2] = static_cast<unsigned char>(len >> 8);
-        out[3] = static_cast<unsigned char>(~len & 0xff);
-        out[4] = static_cast<unsigned char>((~len >> 8) & 0xff);
-        std::memcpy(out.get() + 5, header.data(), header.size());
-        const size_t n = libdeflate_deflate_compress(c.get(), bytes, nbytes, out.get() + prefix, bound);
-        if (n == 0) throw IoError(path_, "libdeflate compression failed");
-        out_size = prefix + n;
-      } else {
-        const uint64_t bound = deflateBound(nullptr, m.usize) + 64;
-        out.reset(new unsigned char[bound]);
-        ZlibDeflater z(path_, 6);
-        auto sink = [&](const unsigned char* p, size_t n) {
-          if (out_size + n > bound) throw InternalError("zlib output exceeds deflateBound");
-          std::memcpy(out.get() + out_size, p, n);
-          out_size += n;
-        };
-        z.feed(reinterpret_cast<const unsigned char*>(header.data()), header.size(), false, sink);
-        z.feed(bytes, nbytes, true, sink);
-      }
+      const uint64_t bound = deflateBound(nullptr, m.usize) + 64;
+      out.reset(new unsigned char[bound]);
+      ZlibDeflater z(path_, 6);
+      auto sink = [&](const unsigned char* p, size_t n) {
+        if (out_size + n > bound) throw InternalError("zlib output exceeds deflateBound");
+        std::memcpy(out.get() + out_size, p, n);
+        out_size += n;
+      };
+      z.feed(reinterpret_cast<const unsigned char*>(header.data()), header.size(), false, sink);
+      z.feed(bytes, nbytes, true, sink);
       m.csize = out_size;
       const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
       file_->write(lh.data(), lh.size());
