@@ -340,19 +340,32 @@ void DeflateBuffer::grow(size_t new_capacity, size_t keep) {
 }
 
 std::span<const DeflateBuffer> DeflateRuns::compress(const unsigned char* data, size_t n) {
-  const size_t segments = std::max<size_t>(1, (n + kSegmentBytes - 1) / kSegmentBytes);
-  if (parts_.size() < segments + 1) parts_.resize(segments + 1);
+  const std::span<const unsigned char> one(data, n);
+  return compress(std::span<const std::span<const unsigned char>>(&one, 1));
+}
+
+std::span<const DeflateBuffer> DeflateRuns::compress(std::span<const std::span<const unsigned char>> pieces) {
+  struct Segment {
+    const unsigned char* data;
+    size_t size;
+  };
+  std::vector<Segment> segments;
+  for (const auto& piece : pieces)
+    for (size_t begin = 0; begin < piece.size(); begin += kSegmentBytes)
+      segments.push_back({piece.data() + begin, std::min(kSegmentBytes, piece.size() - begin)});
+  if (segments.empty()) segments.push_back({nullptr, 0});
+  const size_t count = segments.size();
+  if (parts_.size() < count + 1) parts_.resize(count + 1);
 #pragma omp parallel for schedule(dynamic, 1)
-  for (size_t s = 0; s < segments; ++s) {
-    const size_t begin = s * kSegmentBytes, len = std::min(kSegmentBytes, n - std::min(n, begin));
+  for (size_t s = 0; s < count; ++s) {
     parts_[s].size = 0;
-    deflate_runs_segment(data + begin, len, parts_[s]);
+    deflate_runs_segment(segments[s].data, segments[s].size, parts_[s]);
   }
-  DeflateBuffer& last = parts_[segments];
+  DeflateBuffer& last = parts_[count];
   if (last.capacity < sizeof kDeflateFinalEmptyBlock) last.grow(64, 0);
   std::memcpy(last.data.get(), kDeflateFinalEmptyBlock, sizeof kDeflateFinalEmptyBlock);
   last.size = sizeof kDeflateFinalEmptyBlock;
-  return {parts_.data(), segments + 1};
+  return {parts_.data(), count + 1};
 }
 
 std::vector<unsigned char> deflate_runs(const unsigned char* data, size_t n) {

@@ -166,7 +166,9 @@ static hid_t memory_type_of(hid_t dset) {
   return H5Tget_native_type(ftype, H5T_DIR_ASCEND);
 }
 
-void H5Store::write_independent(const std::string& path, const void* data) {
+void H5Store::write_independent(const std::string& path, const void* data) { write_independent_rows(path, 0, -1, data); }
+
+void H5Store::write_independent_rows(const std::string& path, int64_t first, int64_t count, const void* data) {
   Handle d(checked(H5Dopen2(static_cast<hid_t>(file_), path.c_str(), H5P_DEFAULT), path_, "open dataset " + path),
            H5Dclose);
   Handle space(checked(H5Dget_space(d), path_, "get_space"), H5Sclose);
@@ -177,6 +179,7 @@ void H5Store::write_independent(const std::string& path, const void* data) {
   Handle dcpl(checked(H5Dget_create_plist(d), path_, "get_create_plist"), H5Pclose);
   const int rank = H5Sget_simple_extent_ndims(space);
   if (H5Pget_layout(dcpl) != H5D_CHUNKED || rank < 1 || rank > 4) {
+    if (first != 0 || count != -1) throw InternalError("row-range write of an unchunked dataset " + path);
     checked(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, dxpl, data), path_, "write " + path);
     return;
   }
@@ -193,13 +196,21 @@ void H5Store::write_independent(const std::string& path, const void* data) {
     D[4 - rank + a] = dims[static_cast<size_t>(a)];
     C[4 - rank + a] = chunk[static_cast<size_t>(a)];
   }
+  // Rows [first, first + count) of the leading axis (the whole dataset by default), on chunk boundaries.
+  const hsize_t row0 = static_cast<hsize_t>(first), rows = count < 0 ? dims[0] - row0 : static_cast<hsize_t>(count);
+  const hsize_t lead = static_cast<hsize_t>(4 - rank);  // the dataset's axis 0 as an index into D / C
+  if (row0 % chunk[0] != 0 || row0 + rows > dims[0] || ((row0 + rows) % chunk[0] != 0 && row0 + rows != dims[0]))
+    throw InternalError("row range of " + path + " not on chunk boundaries");
   const size_t chunk_bytes = static_cast<size_t>(C[0] * C[1] * C[2] * C[3]) * elem;
   std::vector<char> staging(chunk_bytes);
   const char* src = static_cast<const char*>(data);
-  for (hsize_t c0 = 0; c0 < D[0]; c0 += C[0])
-    for (hsize_t c1 = 0; c1 < D[1]; c1 += C[1])
-      for (hsize_t c2 = 0; c2 < D[2]; c2 += C[2])
-        for (hsize_t c3 = 0; c3 < D[3]; c3 += C[3]) {
+  hsize_t begin[4] = {0, 0, 0, 0}, end[4] = {D[0], D[1], D[2], D[3]};
+  begin[lead] = row0;
+  end[lead] = row0 + rows;
+  for (hsize_t c0 = begin[0]; c0 < end[0]; c0 += C[0])
+    for (hsize_t c1 = begin[1]; c1 < end[1]; c1 += C[1])
+      for (hsize_t c2 = begin[2]; c2 < end[2]; c2 += C[2])
+        for (hsize_t c3 = begin[3]; c3 < end[3]; c3 += C[3]) {
           const hsize_t n[4] = {std::min(C[0], D[0] - c0), std::min(C[1], D[1] - c1), std::min(C[2], D[2] - c2),
                                 std::min(C[3], D[3] - c3)};
           const bool edge = n[0] != C[0] || n[1] != C[1] || n[2] != C[2] || n[3] != C[3];
@@ -207,7 +218,8 @@ void H5Store::write_independent(const std::string& path, const void* data) {
           for (hsize_t i0 = 0; i0 < n[0]; ++i0)
             for (hsize_t i1 = 0; i1 < n[1]; ++i1)
               for (hsize_t i2 = 0; i2 < n[2]; ++i2) {
-                const hsize_t offset = (((c0 + i0) * D[1] + (c1 + i1)) * D[2] + (c2 + i2)) * D[3] + c3;
+                const hsize_t z[4] = {c0 + i0 - begin[0], c1 + i1 - begin[1], c2 + i2 - begin[2], c3 - begin[3]};
+                const hsize_t offset = ((z[0] * D[1] + z[1]) * D[2] + z[2]) * D[3] + z[3];
                 char* out = staging.data() + ((i0 * C[1] + i1) * C[2] + i2) * C[3] * elem;
                 std::memcpy(out, src + offset * elem, n[3] * elem);
               }

@@ -195,19 +195,37 @@ NpzWriter::NpzWriter(const std::string& path, NpzCompression compression, NpzWri
 NpzWriter::~NpzWriter() = default;
 
 void NpzWriter::add(const std::string& name, py::DType dtype, const void* data, const std::vector<int64_t>& shape) {
+  const uint64_t nbytes = element_count(shape) * py::dtype_size(dtype);
+  if (nbytes > 0 && data == nullptr) throw InternalError("NpzWriter::add: null data");
+  const std::span<const unsigned char> one(static_cast<const unsigned char*>(data), nbytes);
+  add(name, dtype, std::span<const std::span<const unsigned char>>(&one, 1), shape);
+}
+
+void NpzWriter::add(const std::string& name, py::DType dtype, std::span<const std::span<const unsigned char>> pieces,
+                    const std::vector<int64_t>& shape) {
   if (closed_) throw InternalError("NpzWriter::add after close");
   if (!file_) throw IoError(path_, "an earlier write to this file failed");
   try {
     const std::string header = npy_header(dtype, shape);
     const uint64_t nbytes = element_count(shape) * py::dtype_size(dtype);
-    const auto* bytes = static_cast<const unsigned char*>(data);
-    if (nbytes > 0 && bytes == nullptr) throw InternalError("NpzWriter::add: null data");
+    uint64_t given = 0;
+    for (const auto& piece : pieces) {
+      if (!piece.empty() && piece.data() == nullptr) throw InternalError("NpzWriter::add: null data");
+      given += piece.size();
+    }
+    if (given != nbytes) throw InternalError("NpzWriter::add: pieces do not add up to the array size");
 
     Member m;
     m.name = name + ".npy";
     m.offset = file_->bytes_written();
     m.usize = header.size() + nbytes;
-    m.crc = crc32_of(crc32_of(0, header.data(), header.size()), bytes, nbytes);
+    m.crc = crc32_of(0, header.data(), header.size());
+    for (const auto& piece : pieces) m.crc = crc32_of(m.crc, piece.data(), piece.size());
+    // Feeds every piece to a zlib deflater; `last` finishes the stream after the final piece.
+    auto feed_pieces = [&](ZlibDeflater& z, auto&& sink) {
+      z.feed(reinterpret_cast<const unsigned char*>(header.data()), header.size(), pieces.empty(), sink);
+      for (size_t k = 0; k < pieces.size(); ++k) z.feed(pieces[k].data(), pieces[k].size(), k + 1 == pieces.size(), sink);
+    };
 
     if (compression_ == NpzCompression::none) {
       m.method = kMethodStored;
@@ -215,7 +233,7 @@ void NpzWriter::add(const std::string& name, py::DType dtype, const void* data, 
       const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
       file_->write(lh.data(), lh.size());
       file_->write(header.data(), header.size());
-      file_->write(bytes, nbytes);
+      for (const auto& piece : pieces) file_->write(piece.data(), piece.size());
     } else if (m.usize < options_.whole_buffer_limit && compression_ == NpzCompression::fast) {
       // A stored (non-final) deflate block carries the small .npy header; the pieces of the run-aware deflater
       // follow it directly from its reusable buffers (no concatenated copy). Together: one valid deflate stream.
@@ -227,7 +245,7 @@ void NpzWriter::add(const std::string& name, py::DType dtype, const void* data, 
       static std::mutex compressor_mutex;
       static DeflateRuns compressor;
       const std::lock_guard<std::mutex> lock(compressor_mutex);
-      const auto parts = compressor.compress(bytes, nbytes);
+      const auto parts = compressor.compress(pieces);
       m.csize = prefix.size();
       for (const DeflateBuffer& part : parts) m.csize += part.size;
       const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
@@ -246,8 +264,7 @@ void NpzWriter::add(const std::string& name, py::DType dtype, const void* data, 
         std::memcpy(out.get() + out_size, p, n);
         out_size += n;
       };
-      z.feed(reinterpret_cast<const unsigned char*>(header.data()), header.size(), false, sink);
-      z.feed(bytes, nbytes, true, sink);
+      feed_pieces(z, sink);
       m.csize = out_size;
       const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
       file_->write(lh.data(), lh.size());
@@ -264,8 +281,7 @@ void NpzWriter::add(const std::string& name, py::DType dtype, const void* data, 
         file_->write(p, n);
         m.csize += n;
       };
-      z.feed(reinterpret_cast<const unsigned char*>(header.data()), header.size(), false, sink);
-      z.feed(bytes, nbytes, true, sink);
+      feed_pieces(z, sink);
       std::string dd;
       put32(dd, kSigDescriptor);
       put32(dd, m.crc);
@@ -378,6 +394,16 @@ FileDigest write_npz(const std::string& path, const std::string& key, const floa
                      const std::vector<int64_t>& shape, NpzCompression c) {
   NpzWriter w(path, c);
   w.add(key, py::DType::f4, data, shape);
+  return w.close();
+}
+
+FileDigest write_npz(const std::string& path, const std::string& key, std::span<const std::span<const float>> pieces,
+                     const std::vector<int64_t>& shape, NpzCompression c) {
+  std::vector<std::span<const unsigned char>> bytes;
+  for (const auto& piece : pieces)
+    bytes.emplace_back(reinterpret_cast<const unsigned char*>(piece.data()), piece.size_bytes());
+  NpzWriter w(path, c);
+  w.add(key, py::DType::f4, bytes, shape);
   return w.close();
 }
 

@@ -305,7 +305,11 @@ class Pipeline {
   nlohmann::json case_log_ = nlohmann::json::array();
 
   void h5_create_case_datasets();
-  void h5_write_volume(int stage, size_t i, const float* all, const Shape3& s, size_t channels);
+  // Writes one case-stage into the store: each image channel and the segmentation (float32, stored as int8).
+  void h5_write_volume(int stage, size_t i, const std::vector<const float*>& channels, const float* seg_f32,
+                       const Shape3& s);
+  // Same from an export array (C+1, z, y, x) read back from an npz.
+  void h5_write_export_array(int stage, size_t i, const std::vector<float>& all, const std::vector<int64_t>& shape);
   void h5_finish();
   std::string h5_case_group(int stage, size_t i) const {
     return "/stage" + std::to_string(stage) + "/" + metas_[i].id;
@@ -489,12 +493,10 @@ void Pipeline::phase_crop_and_fingerprint() {
       if (opt_.write_cropped) {
         // nnU-Net's cropped folder: data channels + seg stacked, plus the properties pkl.
         const Shape3 s = crop.size_after_cropping;
-        const size_t vox = static_cast<size_t>(voxel_count(s));
-        std::vector<float> all((crop.data.size() + 1) * vox);
-        for (size_t ch = 0; ch < crop.data.size(); ++ch)
-          std::copy(crop.data[ch].v.begin(), crop.data[ch].v.end(), all.begin() + static_cast<std::ptrdiff_t>(ch * vox));
-        std::copy(crop.seg.v.begin(), crop.seg.v.end(), all.begin() + static_cast<std::ptrdiff_t>(crop.data.size() * vox));
-        write_npz(cropped_dir_ + "/" + c.id + ".npz", "data", all.data(),
+        std::vector<std::span<const float>> pieces;
+        for (const auto& ch : crop.data) pieces.emplace_back(ch.v);
+        pieces.emplace_back(crop.seg.v);
+        write_npz(cropped_dir_ + "/" + c.id + ".npz", "data", pieces,
                   {static_cast<int64_t>(crop.data.size() + 1), s[0], s[1], s[2]}, opt_.npz_compression);
       }
       CroppedCase kept(std::move(crop));
@@ -676,12 +678,7 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
       break;
     }
   const std::vector<Array3<float>>& data = nan_free.empty() ? crop.data : nan_free;
-  // Channel 0 is resampled into a buffer with room for every channel and the seg, which then becomes the
-  // (C+1, z, y, x) export array in place: no second full-size copy.
-  const size_t channels = crop.data.size();
-  std::vector<Array3<float>> data_out(channels);
-  if (channels > 0)
-    data_out[0].v.reserve((channels + 1) * static_cast<size_t>(voxel_count(stage_shape(stage, i))));
+  std::vector<Array3<float>> data_out;
   Array3<float> seg_out;
   {
     ScopedPhase t(times_, "resample", &case_log_entry_);
@@ -702,16 +699,17 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
   const ClassLocations locs = sample_class_locations(seg_out, all_classes_, opt_.seed);
   sampling.reset();
 
+  // The export array (C+1, z, y, x) is written from the channel and segmentation buffers as they are: no
+  // concatenated copy (it would be the largest allocation of the case).
   const Shape3 s = seg_out.shape;
-  const size_t vox = static_cast<size_t>(voxel_count(s));
-  std::vector<float> all = std::move(data_out[0].v);
-  all.resize((channels + 1) * vox);  // within the reserved capacity
-  for (size_t c = 1; c < channels; ++c)
-    std::copy(data_out[c].v.begin(), data_out[c].v.end(), all.begin() + static_cast<std::ptrdiff_t>(c * vox));
-  std::copy(seg_out.v.begin(), seg_out.v.end(), all.begin() + static_cast<std::ptrdiff_t>(channels * vox));
-  seg_out = Array3<float>();
+  std::vector<std::span<const float>> export_pieces;
+  std::vector<const float*> channel_ptrs;
+  for (const auto& ch : data_out) {
+    export_pieces.emplace_back(ch.v);
+    channel_ptrs.push_back(ch.data());
+  }
+  export_pieces.emplace_back(seg_out.v);
   const size_t data_out_channels = data_out.size();
-  data_out.clear();
 
   py::Value props = cropped_properties_py(meta);
   py::dict_set(props, "use_nonzero_mask_for_norm", use_mask_py(plan_));
@@ -723,13 +721,17 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
   const std::string dir = stage_dir(out_dir_, plan_, stage);
   const std::string npz = dir + "/" + meta.id + ".npz", pkl = dir + "/" + meta.id + ".pkl";
   std::optional<ScopedPhase> exporting(std::in_place, times_, "export_npz", &case_log_entry_);
-  const FileDigest npz_digest = write_npz(
-      npz, "data", all.data(), {static_cast<int64_t>(data_out_channels + 1), s[0], s[1], s[2]}, opt_.npz_compression);
+  const FileDigest npz_digest = write_npz(npz, "data", export_pieces,
+                                          {static_cast<int64_t>(data_out_channels + 1), s[0], s[1], s[2]},
+                                          opt_.npz_compression);
   exporting.reset();
   if (h5_ && h5_->layout() == H5Layout::chunked) {
     ScopedPhase t(times_, "hdf5", &case_log_entry_);
-    h5_write_volume(stage, i, all.data(), s, data_out_channels);
+    h5_write_volume(stage, i, channel_ptrs, seg_out.data(), s);
   }
+  export_pieces.clear();
+  data_out.clear();
+  seg_out = Array3<float>();
   ScopedPhase t_pkl(times_, "export_pkl_manifest", &case_log_entry_);
   const FileDigest pkl_digest = write_file_atomic(pkl, pickle_dumps(props));
   write_json_mirror(state_dir_ + "/json/" + plan_.data_identifier + "_stage" + std::to_string(stage) + "_" + meta.id + ".json",
@@ -865,21 +867,31 @@ void Pipeline::h5_create_case_datasets() {
   }
 }
 
-void Pipeline::h5_write_volume(int stage, size_t i, const float* all, const Shape3& s, size_t channels) {
+void Pipeline::h5_write_volume(int stage, size_t i, const std::vector<const float*>& channels, const float* seg_f32,
+                               const Shape3& s) {
   AMOSPREP_VERIFY(s == stage_shape(stage, i), "resampled shape differs from the planned HDF5 dataset shape");
   const size_t vox = static_cast<size_t>(voxel_count(s));
   std::vector<int8_t> seg(vox);
-  const float* sf = all + channels * vox;
-  for (size_t v = 0; v < vox; ++v) seg[v] = static_cast<int8_t>(sf[v]);
+  for (size_t v = 0; v < vox; ++v) seg[v] = static_cast<int8_t>(seg_f32[v]);
   const std::string g = h5_case_group(stage, i);
   if (h5_->layout() == H5Layout::chunked) {
-    h5_->write_independent(g + "/data", all);
+    for (size_t c = 0; c < channels.size(); ++c) h5_->write_independent_rows(g + "/data", static_cast<int64_t>(c), 1, channels[c]);
     h5_->write_independent(g + "/seg", seg.data());
   } else {
-    h5_->write_collective(g + "/data", all);
+    for (size_t c = 1; c < channels.size(); ++c)
+      AMOSPREP_VERIFY(channels[c] == channels[0] + c * vox, "collective HDF5 writes need the channels contiguous");
+    h5_->write_collective(g + "/data", channels.empty() ? seg_f32 : channels[0]);
     h5_->write_collective(g + "/seg", seg.data());
   }
   h5_data_written_[static_cast<size_t>(stage)][i] = true;
+}
+
+void Pipeline::h5_write_export_array(int stage, size_t i, const std::vector<float>& all, const std::vector<int64_t>& shape) {
+  const Shape3 s{shape[1], shape[2], shape[3]};
+  const size_t vox = static_cast<size_t>(voxel_count(s)), channels = static_cast<size_t>(shape[0] - 1);
+  std::vector<const float*> ch;
+  for (size_t c = 0; c < channels; ++c) ch.push_back(all.data() + c * vox);
+  h5_write_volume(stage, i, ch, all.data() + channels * vox, s);
 }
 
 void Pipeline::h5_finish() {
@@ -897,8 +909,7 @@ void Pipeline::h5_finish() {
   if (h5_->layout() == H5Layout::chunked) {
     for (auto [k, i] : pending) {
       std::vector<int64_t> shape;
-      auto all = load_npz(k, i, shape);
-      h5_write_volume(k, i, all.data(), Shape3{shape[1], shape[2], shape[3]}, static_cast<size_t>(shape[0] - 1));
+      h5_write_export_array(k, i, load_npz(k, i, shape), shape);
     }
   } else {
     // Every rank learns every rank's pending list, then all walk the same global order.
@@ -927,8 +938,7 @@ void Pipeline::h5_finish() {
         const std::string g = h5_case_group(k, i);
         if (static_cast<int>(r) == rank_) {
           std::vector<int64_t> shape;
-          auto all = load_npz(k, i, shape);
-          h5_write_volume(k, i, all.data(), Shape3{shape[1], shape[2], shape[3]}, static_cast<size_t>(shape[0] - 1));
+          h5_write_export_array(k, i, load_npz(k, i, shape), shape);
         } else {
           h5_->write_collective(g + "/data", nullptr);
           h5_->write_collective(g + "/seg", nullptr);

@@ -27,6 +27,8 @@ class DeflateRuns {
   /// until the next call). The input is cut into fixed 1 MiB segments compressed independently (OpenMP threads);
   /// the output does not depend on the number of threads.
   std::span<const DeflateBuffer> compress(const unsigned char* data, size_t n);
+  /// Same for data given as consecutive pieces (each piece is segmented on its own).
+  std::span<const DeflateBuffer> compress(std::span<const std::span<const unsigned char>> pieces);
 
  private:
   std::vector<DeflateBuffer> parts_;

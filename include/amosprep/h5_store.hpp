@@ -39,6 +39,9 @@ class H5Store {
 
   /// Independent write of a whole unfiltered dataset by its owner (chunked layout, and every i64/u8 dataset).
   void write_independent(const std::string& path, const void* data);
+  /// Independent write of rows [first, first + count) along axis 0 (count -1: to the end) of a chunked dataset;
+  /// the range must start on a chunk boundary and end on one or at the end. `data` holds just those rows.
+  void write_independent_rows(const std::string& path, int64_t first, int64_t count, const void* data);
   /// Collective write: every rank calls it for the same dataset; only the owner passes data (others nullptr).
   void write_collective(const std::string& path, const void* data_or_null);
 

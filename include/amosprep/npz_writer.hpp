@@ -2,6 +2,7 @@
 // .npz files that numpy.load reads unchanged: a ZIP archive of .npy members, written like np.savez(_compressed).
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,10 @@ class NpzWriter {
   /// Adds member `<name>.npy`: NPY 1.0, C order, `shape` slowest axis first (empty shape = 0-d array).
   /// `data` holds prod(shape) contiguous little-endian elements of `dtype`; it is not copied.
   void add(const std::string& name, py::DType dtype, const void* data, const std::vector<int64_t>& shape);
+  /// Same, with the array's bytes given as consecutive pieces (e.g. the image channels and the segmentation in
+  /// separate buffers); their sizes must add up to prod(shape) elements.
+  void add(const std::string& name, py::DType dtype, std::span<const std::span<const unsigned char>> pieces,
+           const std::vector<int64_t>& shape);
   /// Finishes the archive; returns the size and CRC-32 of the whole file.
   FileDigest close();
 
@@ -63,6 +68,9 @@ class NpzWriter {
 /// Writes a one-member .npz (member "<key>.npy", float32) atomically; see NpzWriter. Returns the file's digest.
 FileDigest write_npz(const std::string& path, const std::string& key, const float* data, const std::vector<int64_t>& shape,
                NpzCompression c);
+/// write_npz with the float32 array given as consecutive pieces (see NpzWriter::add).
+FileDigest write_npz(const std::string& path, const std::string& key, std::span<const std::span<const float>> pieces,
+                     const std::vector<int64_t>& shape, NpzCompression c);
 
 /// The NPY 1.0 header numpy 1.24 writes for a C-order array (magic, length, dict, padding to 64 bytes, '\n').
 std::string npy_header(py::DType dtype, const std::vector<int64_t>& shape);

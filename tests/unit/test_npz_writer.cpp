@@ -197,8 +197,14 @@ TEST(NpzWriter, NnunetModeReproducesFixtureFileByteForByte) {
   EXPECT_EQ(shape[0], 2);
   TempDir dir("fx");
   write_npz(dir / "a.npz", "data", data.data(), shape, NpzCompression::nnunet);
+  // As the pipeline writes it: image channel and segmentation from separate buffers.
+  const size_t vox = data.size() / 2;
+  const std::vector<std::span<const float>> pieces{std::span<const float>(data.data(), vox),
+                                                   std::span<const float>(data.data() + vox, vox)};
+  write_npz(dir / "a2.npz", "data", pieces, shape, NpzCompression::nnunet);
   if (std::string(zlibVersion()) != "1.2.13") GTEST_SKIP() << "fixture was compressed by zlib 1.2.13, we have " << zlibVersion();
   EXPECT_TRUE(read_file(dir / "a.npz") == read_file(fixture)) << "not byte-identical to np.savez_compressed";
+  EXPECT_TRUE(read_file(dir / "a2.npz") == read_file(fixture)) << "pieces: not byte-identical to np.savez_compressed";
   // The other modes hold the same array.
   write_npz(dir / "b.npz", "data", data.data(), shape, NpzCompression::fast);
   EXPECT_TRUE(same_bits(read_npz_f32(dir / "b.npz", "data", nullptr), data));
@@ -247,4 +253,28 @@ TEST(NpzWriter, CorruptOrTruncatedFilesGiveIoError) {
     EXPECT_THROW(read_npz_f32(path, "data", nullptr), IoError) << npz_compression_name(c);
   }
   EXPECT_THROW(read_npz_f32(dir / "absent.npz", "data", nullptr), IoError);
+}
+
+TEST(NpzWriter, PiecesGiveTheSameArrayAsOneBuffer) {
+  // The pipeline writes the export array from separate channel and segmentation buffers.
+  const auto data = sample_f32(2 * 3 * 50 * 70);
+  const std::vector<int64_t> shape{2, 3, 50, 70};
+  const size_t half = data.size() / 2;
+  const std::vector<std::span<const float>> pieces{std::span<const float>(data.data(), 1000),
+                                                   std::span<const float>(data.data() + 1000, half - 1000),
+                                                   std::span<const float>(), std::span<const float>(data.data() + half, half)};
+  TempDir dir("pieces");
+  for (NpzCompression c : kModes) {
+    const std::string m = npz_compression_name(c);
+    write_npz(dir / (m + "_one.npz"), "data", data.data(), shape, c);
+    write_npz(dir / (m + "_pieces.npz"), "data", pieces, shape, c);
+    std::vector<int64_t> got_shape;
+    EXPECT_TRUE(same_bits(read_npz_f32(dir / (m + "_pieces.npz"), "data", &got_shape), data)) << m;
+    EXPECT_EQ(got_shape, shape);
+    if (c != NpzCompression::fast)  // fast segments each piece on its own; the others stream the same bytes
+      EXPECT_TRUE(read_file(dir / (m + "_one.npz")) == read_file(dir / (m + "_pieces.npz"))) << m;
+  }
+  EXPECT_THROW(write_npz(dir / "short.npz", "data", std::vector<std::span<const float>>{pieces[0]}, shape,
+                         NpzCompression::fast),
+               InternalError);
 }
