@@ -295,12 +295,40 @@ def render(S, model_text):
     date = datetime.datetime.strptime(sess["stamp"], "%Y%m%dT%H%M%SZ")
     add("# amos-prep benchmark, %s UTC" % date.strftime("%Y-%m-%d %H:%M"))
     add("")
-    add("Machine: %d vCPU (%s), %.0f GiB RAM, kernel %s; commit %s. **Shared and noisy**: load average %s at the "
-        "start, %s at the end (other jobs compile on the same 2 cores), so wall times vary run to run; CPU seconds "
-        "(user + sys of all processes) are the robust number. All values are medians of %d run(s) per configuration, "
-        "repetitions interleaved. npz compression `%s`, HDF5 store `%s`, `--mem-per-rank 8G`."
+    add("Machine: %d vCPU (%s), %.0f GiB RAM, kernel %s; commit %s. Load average %s at the start, %s at the end; "
+        "the VM may share its host, so wall times vary run to run and CPU seconds (user + sys of all processes) are "
+        "the robust number. All values are medians of %d run(s) per configuration, repetitions interleaved, %s s of "
+        "idle before each run (fresh memory costs ~2 s/GB of sys time on first touch here, except just after another "
+        "process freed it). npz compression `%s`, HDF5 store `%s`, `--mem-per-rank 8G`."
         % (sess["nproc"], sess["cpu_model"], sess["mem_total_kib"] / 2 ** 20, sess["kernel"], sess["git"],
-           sess["loadavg_start"], sess["loadavg_end"], sess["runs"], sess["npz_compression"], sess["h5"]))
+           sess["loadavg_start"], sess["loadavg_end"], sess["runs"], sess.get("settle_seconds", 0),
+           sess["npz_compression"], sess["h5"]))
+    add("")
+    add("## Targets (issue 6)")
+    add("")
+    add("| target | planner | measured | met |")
+    add("|---|---|---|---|")
+    speed_target = {"v21": 40.0, "bfnnUNet_31": 100.0}
+    for p, P in S["planners"].items():
+        v = P.get("vs_nnunet") or {}
+        t = speed_target.get(SHORT[p])
+        if t and v.get("wall_ratio_2"):
+            add("| ≥ %.0f× nnU-Net, wall on the same 2 cores (2 ranks vs 2 processes) | %s | %.1f× (%s s vs %s s) | %s |"
+                % (t, SHORT[p], v["wall_ratio_2"], fmt(v["ours_wall_2ranks"]), fmt(v["nnunet_wall_2procs"]),
+                   "yes" if v["wall_ratio_2"] >= t else "no"))
+        if t and v.get("cpu_ratio"):
+            add("| ≥ %.0f× nnU-Net, CPU seconds per case (1 rank × 1 thread) | %s | %.1f× (per input voxel %s×) | %s |"
+                % (t, SHORT[p], v["cpu_ratio"], fmt(v.get("cpu_per_mvox_ratio")), "yes" if v["cpu_ratio"] >= t else "no"))
+    for p, P in S["planners"].items():
+        fr = P.get("floor_ratio")
+        if fr:
+            add("| within 2× of the I/O floor (CPU; floor = read+gunzip inputs + write npz + write HDF5 bytes) | %s | %.2f× (wall %.2f×; without the HDF5 bytes %.2f×) | %s |"
+                % (SHORT[p], fr["cpu_with_h5"], fr["wall_with_h5"], fr["cpu"], "yes" if fr["cpu_with_h5"] <= 2 else "no"))
+    for p, P in S["planners"].items():
+        worst = max((c.get("peak_rss_over_largest_output", 0), cfg) for cfg, c in P["configs"].items())
+        if worst[0]:
+            add("| peak RSS per rank ≤ 3× the largest float32 output | %s | %.2f (worst configuration %s) | %s |"
+                % (SHORT[p], worst[0], worst[1], "yes" if worst[0] <= 3 else "no"))
     add("")
     ins = S["inputs"]
     add("Dataset: `amos-prep synth --size %s --train %d --test 0 --seed 0` (AMOS22 layout, int16 CT + uint8 labels): "

@@ -13,8 +13,11 @@
 #   7. writes bench/results/report-<date>.md/.json (bench/report.py), including bench/scaling_model.py's results.
 # Raw data stays in bench/work/raw/<stamp>/ (not committed).
 #
-# usage: bench/run_bench.sh [--runs N] [--quick] [--npz-compression none|fast|nnunet] [--h5 none|chunked|deflate]
+# usage: bench/run_bench.sh [--runs N] [--quick] [--settle S] [--npz-compression none|fast|nnunet] [--h5 chunked|deflate]
 #   --runs N   repetitions per configuration (default 3)
+#   --settle S seconds of idle before each run (default 10): on our VMs memory freed by the previous run is cheap to
+#              touch again for a few seconds and then costs ~2 s/GB on first touch; the pause puts every run in the
+#              same (cold) state instead of favouring whichever run follows a big one
 #   --quick    smoke test: medium phantom set, 1 run, 1x1 and 2x1 only, one serial repetition
 set -euo pipefail
 
@@ -23,15 +26,17 @@ BUILD=${AMOSPREP_BENCH_BUILD:-$ROOT/build-bench}
 PY=/usr/bin/python3
 RUNS=3
 QUICK=0
+SETTLE=10
 NPZ=fast
 H5=chunked
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --runs) RUNS=$2; shift 2 ;;
     --quick) QUICK=1; shift ;;
+    --settle) SETTLE=$2; shift 2 ;;
     --npz-compression) NPZ=$2; shift 2 ;;
     --h5) H5=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "run_bench.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -74,7 +79,7 @@ fi
 {
   echo "{"
   echo "\"stamp\": \"$STAMP\", \"size\": \"$SIZE\", \"runs\": $RUNS, \"quick\": $QUICK,"
-  echo "\"npz_compression\": \"$NPZ\", \"h5\": \"$H5\","
+  echo "\"npz_compression\": \"$NPZ\", \"h5\": \"$H5\", \"settle_seconds\": $SETTLE,"
   echo "\"configs\": \"${CONFIGS[*]}\", \"planners\": \"${PLANNERS[*]}\","
   echo "\"nproc\": $(nproc), \"cpu_model\": \"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//;s/"//g')\","
   echo "\"mem_total_kib\": $(awk '/MemTotal/{print $2}' /proc/meminfo),"
@@ -90,6 +95,7 @@ one_run() {  # planner config rep
   local tag=$planner-$cfg-run$rep
   local out=$WORK/out/$tag
   rm -rf "$out"
+  sleep "$SETTLE"
   log "$tag (load $(cut -d' ' -f1 /proc/loadavg))"
   echo "$(cut -d' ' -f1-3 /proc/loadavg)" >"$RAW/$tag.load"
   /usr/bin/time -v -o "$RAW/$tag.time" \
