@@ -1,6 +1,7 @@
 #include "amosprep/crop.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -26,7 +27,8 @@ std::string shape_str(const Shape3& s) {
 
 // Half-open bbox of the voxels that are non-zero in any channel; false when there are none. The filled mask has the
 // same bbox: a hole voxel outside it would reach the array border along a straight background line.
-bool nonzero_bbox(const std::vector<Array3<float>>& channels, std::array<std::array<int64_t, 2>, 3>& bbox) {
+template <class T>
+bool nonzero_bbox(const std::vector<Array3<T>>& channels, std::array<std::array<int64_t, 2>, 3>& bbox) {
   const Shape3 sh = channels[0].shape;
   const int64_t ny = sh[1], nx = sh[2];
   int64_t z0 = sh[0], z1 = -1, y0 = ny, y1 = -1, x0 = nx, x1 = -1;
@@ -35,14 +37,14 @@ bool nonzero_bbox(const std::vector<Array3<float>>& channels, std::array<std::ar
   for (int64_t z = 0; z < sh[0]; ++z) {
     for (int64_t y = 0; y < ny; ++y) {
       int64_t first = nx, last = -1;
-      for (const Array3<float>& ch : channels) {
-        const float* row = ch.data() + (z * ny + y) * nx;
+      for (const Array3<T>& ch : channels) {
+        const T* row = ch.data() + (z * ny + y) * nx;
         int64_t f = 0;
-        while (f < std::min(first, nx) && row[f] == 0.0f) ++f;  // NaN counts as non-zero, like numpy's != 0
+        while (f < std::min(first, nx) && row[f] == T(0)) ++f;  // NaN counts as non-zero, like numpy's != 0
         if (f < first) first = f;
         if (first == nx) continue;
         int64_t l = nx - 1;
-        while (l > last && row[l] == 0.0f) --l;
+        while (l > last && row[l] == T(0)) --l;
         if (l > last) last = l;
       }
       if (last < 0) continue;
@@ -158,12 +160,24 @@ std::vector<float> sorted_unique(const Array3<float>& a) {
   return out;
 }
 
-}  // namespace
+// np.unique of a small-integer array, as float32 values.
+std::vector<float> sorted_unique(const Array3<int8_t>& a) {
+  std::array<bool, 256> seen{};
+  for (int8_t v : a.v) seen[static_cast<uint8_t>(v)] = true;
+  std::vector<float> out;
+  for (int v = -128; v < 128; ++v)
+    if (seen[static_cast<uint8_t>(static_cast<int8_t>(v))]) out.push_back(static_cast<float>(v));
+  return out;
+}
 
-CropResult crop_to_nonzero(const std::vector<Array3<float>>& channels, const Array3<float>* seg) {
+// crop_to_nonzero for image channels of type TD and a seg of type TS (input) / SegOut (output, signed).
+template <class TD, class TS, class SegOut>
+void crop_impl(const std::vector<Array3<TD>>& channels, const Array3<TS>* seg, std::vector<Array3<TD>>& data_out,
+               Array3<SegOut>& seg_out, std::array<std::array<int64_t, 2>, 3>& bbox, std::vector<float>& classes,
+               Shape3& size_after_cropping) {
   if (channels.empty()) throw InputError("", "", "no image channels to crop");
   const Shape3 sh = channels[0].shape;
-  for (const Array3<float>& ch : channels) {
+  for (const Array3<TD>& ch : channels) {
     if (ch.shape != sh)
       throw InputError("", "", "image channels differ in shape: " + shape_str(sh) + " vs " + shape_str(ch.shape));
     if (static_cast<int64_t>(ch.size()) != voxel_count(ch.shape))
@@ -172,16 +186,15 @@ CropResult crop_to_nonzero(const std::vector<Array3<float>>& channels, const Arr
   if (seg != nullptr && seg->shape != sh)
     throw InputError("", "", "label shape " + shape_str(seg->shape) + " differs from image shape " + shape_str(sh));
 
-  CropResult r;
-  if (voxel_count(sh) == 0 || !nonzero_bbox(channels, r.bbox))
-    throw InputError("", "", "image is all zero: nothing to crop");
-  const auto& bb = r.bbox;
-  r.size_after_cropping = {bb[0][1] - bb[0][0], bb[1][1] - bb[1][0], bb[2][1] - bb[2][0]};
-  const Shape3 csh = r.size_after_cropping;
+  if (voxel_count(sh) == 0 || !nonzero_bbox(channels, bbox)) throw InputError("", "", "image is all zero: nothing to crop");
+  const auto& bb = bbox;
+  size_after_cropping = {bb[0][1] - bb[0][0], bb[1][1] - bb[1][0], bb[2][1] - bb[2][0]};
+  const Shape3 csh = size_after_cropping;
   const int64_t n = voxel_count(csh);
 
-  r.data.reserve(channels.size());
-  for (const Array3<float>& ch : channels) r.data.push_back(crop_array(ch, bb));
+  data_out.clear();
+  data_out.reserve(channels.size());
+  for (const Array3<TD>& ch : channels) data_out.push_back(crop_array(ch, bb));
 
   // The filled mask restricted to the box equals a fill of the box alone with its border treated as outside:
   // every voxel outside the box is background, and all of it is connected to the array border.
@@ -189,29 +202,50 @@ CropResult crop_to_nonzero(const std::vector<Array3<float>>& channels, const Arr
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
   for (int64_t i = 0; i < n; ++i) {
     bool nonzero = false;
-    for (const Array3<float>& ch : r.data) nonzero = nonzero || ch.v[static_cast<size_t>(i)] != 0.0f;
+    for (const Array3<TD>& ch : data_out) nonzero = nonzero || ch.v[static_cast<size_t>(i)] != TD(0);
     st[static_cast<size_t>(i)] = nonzero ? kForeground : kBackground;
   }
   mark_outside(st, csh);
 
+  seg_out.shape = csh;
+  seg_out.v.resize(static_cast<size_t>(n));
+  SegOut* s = seg_out.data();
   if (seg != nullptr) {
-    r.seg = crop_array(*seg, bb);
-    float* s = r.seg.data();
+    const int64_t rows = csh[0] * csh[1];
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
-    for (int64_t i = 0; i < n; ++i)
-      if (s[i] == 0.0f && st[static_cast<size_t>(i)] == kOutside) s[i] = -1.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t z = r / csh[1], y = r - z * csh[1];
+      const TS* src = &(*seg)(z + bb[0][0], y + bb[1][0], bb[2][0]);
+      for (int64_t x = 0; x < csh[2]; ++x) {
+        const int64_t i = r * csh[2] + x;
+        const SegOut v = static_cast<SegOut>(src[x]);
+        s[i] = (v == SegOut(0) && st[static_cast<size_t>(i)] == kOutside) ? SegOut(-1) : v;
+      }
+    }
   } else {
-    r.seg = Array3<float>(csh, 0.0f);
-    float* s = r.seg.data();
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
-    for (int64_t i = 0; i < n; ++i) s[i] = st[static_cast<size_t>(i)] == kOutside ? -1.0f : 0.0f;
+    for (int64_t i = 0; i < n; ++i) s[i] = st[static_cast<size_t>(i)] == kOutside ? SegOut(-1) : SegOut(0);
   }
 
-  r.classes = sorted_unique(r.seg);
-  float* s = r.seg.data();
+  classes = sorted_unique(seg_out);
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
   for (int64_t i = 0; i < n; ++i)
-    if (s[i] < -1.0f) s[i] = 0.0f;
+    if (s[i] < SegOut(-1)) s[i] = SegOut(0);
+}
+
+}  // namespace
+
+CompactCrop crop_to_nonzero(const std::vector<Array3<int16_t>>& channels, const Array3<uint8_t>& seg) {
+  for (uint8_t v : seg.v)
+    if (v > 127) throw InputError("", "", "label value " + std::to_string(v) + " does not fit the compact crop");
+  CompactCrop r;
+  crop_impl(channels, &seg, r.data, r.seg, r.bbox, r.classes, r.size_after_cropping);
+  return r;
+}
+
+CropResult crop_to_nonzero(const std::vector<Array3<float>>& channels, const Array3<float>* seg) {
+  CropResult r;
+  crop_impl(channels, seg, r.data, r.seg, r.bbox, r.classes, r.size_after_cropping);
   return r;
 }
 

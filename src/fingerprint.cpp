@@ -29,20 +29,31 @@ CaseSummary read_summary(ByteReader& r) {
   return s;
 }
 
-std::vector<float> foreground_sample(const Array3<float>& channel, const Array3<float>& seg) {
+namespace {
+template <class TC, class TS>
+std::vector<float> every_tenth_foreground(const Array3<TC>& channel, const Array3<TS>& seg) {
   AMOSPREP_VERIFY(channel.shape == seg.shape, "foreground_sample: channel and seg shapes differ");
   std::vector<float> out;
   int64_t rank_in_foreground = 0;
   const size_t n = channel.size();
-  const float* c = channel.data();
-  const float* s = seg.data();
+  const TC* c = channel.data();
+  const TS* s = seg.data();
   for (size_t i = 0; i < n; ++i) {
-    if (s[i] > 0.0f) {
-      if (rank_in_foreground % 10 == 0) out.push_back(c[i]);
+    if (s[i] > TS(0)) {
+      if (rank_in_foreground % 10 == 0) out.push_back(static_cast<float>(c[i]));
       ++rank_in_foreground;
     }
   }
   return out;
+}
+}  // namespace
+
+std::vector<float> foreground_sample(const Array3<float>& channel, const Array3<float>& seg) {
+  return every_tenth_foreground(channel, seg);
+}
+
+std::vector<float> foreground_sample(const Array3<int16_t>& channel, const Array3<int8_t>& seg) {
+  return every_tenth_foreground(channel, seg);
 }
 
 static bool is_ct(const std::string& m) { return m.find("CT") != std::string::npos || m == "ct"; }

@@ -440,40 +440,86 @@ Image read_nifti_with_itk(const std::string& path, const std::string& case_id) {
   return read_pixels_with_itk(reader.GetPointer(), path, case_id);
 }
 
-Image read_nifti(const std::string& path, const std::string& case_id) {
-  itk::NiftiImageIO::Pointer io;
-  auto reader = open_with_itk(path, case_id, io);
-  const Geometry geom = geometry_of(reader->GetOutput());
+namespace {
 
-  // Decode the voxels ourselves when the file is a plain single-file NIfTI-1 whose scaling we reproduce exactly;
-  // everything else goes through ITK.
-  const RawHeader h = decode_header(read_header_bytes(path, case_id).data(), path, case_id);
-  const int bpv = scalar_size(h.datatype);
+// How read_nifti decodes a file's voxels itself (ok) or leaves them to ITK.
+struct FastRead {
+  bool ok = false;
+  RawHeader h;
+  int bpv = 0;
+  bool rescale = false;
+  double slope = 1.0, inter = 0.0;
+};
+
+// Decode the voxels ourselves when the file is a plain single-file NIfTI-1 whose scaling we reproduce exactly;
+// everything else goes through ITK.
+FastRead probe_fast_read(const std::string& path, const std::string& case_id, itk::NiftiImageIO* io,
+                         const Geometry& geom) {
+  FastRead f;
+  f.h = decode_header(read_header_bytes(path, case_id).data(), path, case_id);
+  const RawHeader& h = f.h;
+  f.bpv = scalar_size(h.datatype);
   const bool single_file = std::memcmp(h.magic.data(), "n+1", 4) == 0;
-  bool fast = bpv > 0 && h.bitpix == 8 * bpv && single_file && h.vox_offset >= 352.0f &&
+  bool fast = f.bpv > 0 && h.bitpix == 8 * f.bpv && single_file && h.vox_offset >= 352.0f &&
               h.vox_offset == std::floor(h.vox_offset) && (ends_with(path, ".nii") || ends_with(path, ".nii.gz"));
   if (fast) {
     const int64_t nx = h.dim[1], ny = h.dim[2], nz = h.dim[0] >= 3 ? h.dim[3] : 1;
     fast = nx == geom.shape[2] && ny == geom.shape[1] && nz == geom.shape[0];
     for (int i = 4; i <= h.dim[0]; ++i) fast = fast && h.dim[i] == 1;
   }
-  bool rescale = false;
-  double slope = 1.0, inter = 0.0;
   if (fast) {
-    slope = finite_or_zero(h.scl_slope);
-    if (slope == 0.0) slope = 1.0;
-    inter = finite_or_zero(h.scl_inter);
+    f.slope = finite_or_zero(h.scl_slope);
+    if (f.slope == 0.0) f.slope = 1.0;
+    f.inter = finite_or_zero(h.scl_inter);
     const auto reported = io->GetComponentType();
     if (is_integer_type(h.datatype)) {
       // ITK reports FLOAT for integer files it rescales, the on-disk type otherwise.
-      if (reported == itk::IOComponentEnum::FLOAT) rescale = true;
+      if (reported == itk::IOComponentEnum::FLOAT) f.rescale = true;
       else if (reported != itk_component_of(h.datatype)) fast = false;
     } else {
       // Floating-point files are rescaled in their own type by ITK; we only take those that need no rescaling.
-      fast = reported == itk_component_of(h.datatype) && slope == 1.0 && inter == 0.0;
+      fast = reported == itk_component_of(h.datatype) && f.slope == 1.0 && f.inter == 0.0;
     }
   }
-  if (!fast) return read_pixels_with_itk(reader.GetPointer(), path, case_id);
+  f.ok = fast;
+  return f;
+}
+
+bool is_gzip(std::string_view bytes) {
+  return bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1f && static_cast<unsigned char>(bytes[1]) == 0x8b;
+}
+
+// Inflates a whole single-member gzip file of known size `needed` into `dst`; false when that is not possible.
+bool gunzip_exact(std::string_view bytes, size_t needed, unsigned char* dst, const std::string& path,
+                  const std::string& case_id) {
+  uint32_t isize = 0;
+  if (bytes.size() >= 18) std::memcpy(&isize, bytes.data() + bytes.size() - 4, 4);
+  if (isize != needed) return false;
+  libdeflate_decompressor* d = libdeflate_alloc_decompressor();
+  if (d == nullptr) throw IoError(path, "out of memory (libdeflate)", case_id);
+  size_t actual = 0;
+  const libdeflate_result r = libdeflate_gzip_decompress(d, bytes.data(), bytes.size(), dst, needed, &actual);
+  libdeflate_free_decompressor(d);
+  return r == LIBDEFLATE_SUCCESS && actual == needed;
+}
+
+template <class T>
+constexpr int datatype_of() {
+  if constexpr (std::is_same_v<T, int16_t>) return kDtInt16;
+  else if constexpr (std::is_same_v<T, uint8_t>) return kDtUint8;
+  else static_assert(sizeof(T) == 0, "unsupported exact-read type");
+}
+
+}  // namespace
+
+Image read_nifti(const std::string& path, const std::string& case_id) {
+  itk::NiftiImageIO::Pointer io;
+  auto reader = open_with_itk(path, case_id, io);
+  const Geometry geom = geometry_of(reader->GetOutput());
+  const FastRead f = probe_fast_read(path, case_id, io.GetPointer(), geom);
+  if (!f.ok) return read_pixels_with_itk(reader.GetPointer(), path, case_id);
+  const RawHeader& h = f.h;
+  const int bpv = f.bpv;
 
   const size_t nvox = static_cast<size_t>(voxel_count(geom.shape));
   const size_t offset = static_cast<size_t>(h.vox_offset);
@@ -483,24 +529,15 @@ Image read_nifti(const std::string& path, const std::string& case_id) {
   out.voxels = Array3<float>(geom.shape);
   const MappedFile file(path, case_id);
   const std::string_view bytes = file.bytes();
-  const bool gz = bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0x1f &&
-                  static_cast<unsigned char>(bytes[1]) == 0x8b;
   const unsigned char* src = nullptr;
   ByteBuffer inflated;
-  if (gz) {
+  if (is_gzip(bytes)) {
     // For 1- and 2-byte voxels the whole decompressed file fits in the back of the float output: inflate it
     // there and widen front to back (element i's float never reaches element i+1's bytes). Saves a buffer.
-    uint32_t isize = 0;
-    if (bytes.size() >= 18) std::memcpy(&isize, bytes.data() + bytes.size() - 4, 4);
     const size_t capacity = nvox * sizeof(float);
-    if (bpv <= 2 && isize == needed && needed <= capacity) {
+    if (bpv <= 2 && needed <= capacity) {
       auto* base = reinterpret_cast<unsigned char*>(out.voxels.data()) + (capacity - needed);
-      libdeflate_decompressor* d = libdeflate_alloc_decompressor();
-      if (d == nullptr) throw IoError(path, "out of memory (libdeflate)", case_id);
-      size_t actual = 0;
-      const libdeflate_result r = libdeflate_gzip_decompress(d, bytes.data(), bytes.size(), base, needed, &actual);
-      libdeflate_free_decompressor(d);
-      if (r == LIBDEFLATE_SUCCESS && actual == needed) src = base + offset;
+      if (gunzip_exact(bytes, needed, base, path, case_id)) src = base + offset;
     }
     if (src == nullptr) {
       inflated = gunzip_prefix(bytes, needed, path, case_id);
@@ -512,9 +549,49 @@ Image read_nifti(const std::string& path, const std::string& case_id) {
                                           std::to_string(needed));
     src = reinterpret_cast<const unsigned char*>(bytes.data()) + offset;
   }
-  convert_any(h.datatype, src, nvox, h.swapped, rescale, slope, inter, out.voxels.data());
+  convert_any(h.datatype, src, nvox, h.swapped, f.rescale, f.slope, f.inter, out.voxels.data());
   return out;
 }
+
+template <class T>
+std::optional<Array3<T>> read_nifti_exact(const std::string& path, const std::string& case_id, Geometry& geom) {
+  itk::NiftiImageIO::Pointer io;
+  auto reader = open_with_itk(path, case_id, io);
+  geom = geometry_of(reader->GetOutput());
+  const FastRead f = probe_fast_read(path, case_id, io.GetPointer(), geom);
+  if (!f.ok || f.rescale || f.h.swapped || f.h.datatype != datatype_of<T>()) return std::nullopt;
+
+  const size_t nvox = static_cast<size_t>(voxel_count(geom.shape));
+  const size_t offset = static_cast<size_t>(f.h.vox_offset);
+  const size_t needed = offset + nvox * sizeof(T);
+  Array3<T> out;
+  out.shape = geom.shape;
+  const MappedFile file(path, case_id);
+  const std::string_view bytes = file.bytes();
+  if (is_gzip(bytes)) {
+    // Inflate the whole file (header included) into the array's own storage, then move the voxels to the front.
+    const size_t pad = (offset + sizeof(T) - 1) / sizeof(T);
+    out.v.resize(nvox + pad);
+    auto* base = reinterpret_cast<unsigned char*>(out.v.data());
+    if (gunzip_exact(bytes, needed, base, path, case_id)) {
+      std::memmove(base, base + offset, nvox * sizeof(T));
+    } else {
+      const ByteBuffer inflated = gunzip_prefix(bytes, needed, path, case_id);
+      std::memcpy(base, inflated.data.get() + offset, nvox * sizeof(T));
+    }
+    out.v.resize(nvox);
+  } else {
+    if (bytes.size() < needed)
+      throw InputError(case_id, path, "truncated: " + std::to_string(bytes.size()) + " bytes, the header needs " +
+                                          std::to_string(needed));
+    out.v.resize(nvox);
+    std::memcpy(out.v.data(), bytes.data() + offset, nvox * sizeof(T));
+  }
+  return out;
+}
+
+template std::optional<Array3<int16_t>> read_nifti_exact<int16_t>(const std::string&, const std::string&, Geometry&);
+template std::optional<Array3<uint8_t>> read_nifti_exact<uint8_t>(const std::string&, const std::string&, Geometry&);
 
 // ---- header info ----------------------------------------------------------------------------------------------
 

@@ -208,6 +208,12 @@ class CroppedCase {
     for (const auto& ch : crop.data) data16_.emplace_back(ch.v.begin(), ch.v.end());
     seg8_.assign(crop.seg.v.begin(), crop.seg.v.end());
   }
+  /// A crop made in the compact types to begin with (no float32 round trip).
+  explicit CroppedCase(CompactCrop&& crop)
+      : shape_(crop.size_after_cropping), bbox_(crop.bbox), classes_(std::move(crop.classes)) {
+    for (auto& ch : crop.data) data16_.push_back(std::move(ch.v));
+    seg8_ = std::move(crop.seg.v);
+  }
   int64_t bytes() const {
     if (!data16_.empty() || !seg8_.empty())
       return static_cast<int64_t>(seg8_.size() * (1 + 2 * data16_.size()));
@@ -273,7 +279,12 @@ class Pipeline {
   void phase_crop_and_fingerprint();
   void phase_plan();
   void phase_preprocess();
-  CropResult read_and_crop(size_t case_index, CaseMeta* meta_out, CaseSummary* summary_out) const;
+  CroppedCase read_and_crop(size_t case_index, CaseMeta* meta_out, CaseSummary* summary_out) const;
+  std::optional<CroppedCase> read_and_crop_compact(size_t case_index, CaseMeta* meta_out, CaseSummary* summary_out) const;
+  // Fills the case's metadata and fingerprint summary (when asked for) from a crop of either kind.
+  template <class Crop>
+  void describe_crop(const CaseFiles& c, const Geometry& geom, const Crop& crop, CaseMeta* meta,
+                     CaseSummary* summary) const;
   std::string manifest_path(int stage, const std::string& id) const;
   bool manifest_complete(int stage, size_t case_index) const;
   void process_case_stage(int stage, size_t case_index, const CropResult& crop);
@@ -395,7 +406,62 @@ std::vector<double> Pipeline::schedule_costs() const {
   return costs;
 }
 
-CropResult Pipeline::read_and_crop(size_t i, CaseMeta* meta, CaseSummary* summary) const {
+template <class Crop>
+void Pipeline::describe_crop(const CaseFiles& c, const Geometry& geom, const Crop& crop, CaseMeta* meta,
+                             CaseSummary* summary) const {
+  if (meta) {
+    meta->id = c.id;
+    meta->image_files = c.images;
+    meta->seg_file = c.label;
+    meta->geom = geom;
+    meta->bbox = crop.bbox;
+    meta->classes = crop.classes;
+    meta->size_after_cropping = crop.size_after_cropping;
+  }
+  if (summary) {
+    ScopedPhase fingerprinting(times_, "fingerprint", &case_log_entry_);
+    summary->id = c.id;
+    summary->original_size = geom.shape;
+    summary->original_spacing = geom.spacing;
+    summary->size_after_cropping = crop.size_after_cropping;
+    summary->foreground_samples.clear();
+    for (const auto& ch : crop.data) summary->foreground_samples.push_back(foreground_sample(ch, crop.seg));
+  }
+}
+
+std::optional<CroppedCase> Pipeline::read_and_crop_compact(size_t i, CaseMeta* meta, CaseSummary* summary) const {
+  // CT volumes are int16 and label maps uint8 on disk: read, crop and sample them in those types.
+  const CaseFiles& c = task_.training[i];
+  std::optional<ScopedPhase> reading(std::in_place, times_, "read", &case_log_entry_);
+  std::vector<Array3<int16_t>> channels;
+  Geometry geom;
+  for (size_t m = 0; m < c.images.size(); ++m) {
+    Geometry g;
+    auto img = read_nifti_exact<int16_t>(c.images[m], c.id, g);
+    if (!img || (m > 0 && g.shape != geom.shape)) return std::nullopt;
+    if (m == 0) geom = g;
+    channels.push_back(std::move(*img));
+  }
+  Geometry seg_geom;
+  auto seg = read_nifti_exact<uint8_t>(c.label, c.id, seg_geom);
+  if (!seg || seg_geom.shape != geom.shape || std::any_of(seg->v.begin(), seg->v.end(), [](uint8_t v) { return v > 127; }))
+    return std::nullopt;
+  reading.reset();
+  ScopedPhase cropping(times_, "crop", &case_log_entry_);
+  CompactCrop crop;
+  try {
+    crop = crop_to_nonzero(channels, *seg);
+  } catch (const InputError& e) {
+    throw InputError(c.id, c.images[0], e.reason());
+  }
+  channels.clear();
+  seg.reset();
+  describe_crop(c, geom, crop, meta, summary);
+  return CroppedCase(std::move(crop));
+}
+
+CroppedCase Pipeline::read_and_crop(size_t i, CaseMeta* meta, CaseSummary* summary) const {
+  if (auto compact = read_and_crop_compact(i, meta, summary)) return std::move(*compact);
   const CaseFiles& c = task_.training[i];
   std::vector<Array3<float>> channels;
   Geometry geom;
@@ -422,25 +488,8 @@ CropResult Pipeline::read_and_crop(size_t i, CaseMeta* meta, CaseSummary* summar
   } catch (const InputError& e) {
     throw InputError(c.id, c.images[0], e.reason());
   }
-  if (meta) {
-    meta->id = c.id;
-    meta->image_files = c.images;
-    meta->seg_file = c.label;
-    meta->geom = geom;
-    meta->bbox = crop.bbox;
-    meta->classes = crop.classes;
-    meta->size_after_cropping = crop.size_after_cropping;
-  }
-  if (summary) {
-    ScopedPhase fingerprinting(times_, "fingerprint", &case_log_entry_);
-    summary->id = c.id;
-    summary->original_size = geom.shape;
-    summary->original_spacing = geom.spacing;
-    summary->size_after_cropping = crop.size_after_cropping;
-    summary->foreground_samples.clear();
-    for (const auto& ch : crop.data) summary->foreground_samples.push_back(foreground_sample(ch, crop.seg));
-  }
-  return crop;
+  describe_crop(c, geom, crop, meta, summary);
+  return CroppedCase(std::move(crop));
 }
 
 void Pipeline::phase_crop_and_fingerprint() {
@@ -483,7 +532,7 @@ void Pipeline::phase_crop_and_fingerprint() {
     }
     if (!cached) {
       case_log_entry_ = nlohmann::json::object();
-      CropResult crop = read_and_crop(i, &meta, &summary);
+      CroppedCase kept = read_and_crop(i, &meta, &summary);
       case_log_.push_back({{"case", c.id}, {"phase", "crop"}, {"seconds", case_log_entry_}});
       ByteWriter w;
       w.put_string(identity_json(ident).dump());
@@ -492,6 +541,7 @@ void Pipeline::phase_crop_and_fingerprint() {
       write_file_atomic(cache, w.bytes());
       if (opt_.write_cropped) {
         // nnU-Net's cropped folder: data channels + seg stacked, plus the properties pkl.
+        const CropResult crop = CroppedCase(kept).expand();
         const Shape3 s = crop.size_after_cropping;
         std::vector<std::span<const float>> pieces;
         for (const auto& ch : crop.data) pieces.emplace_back(ch.v);
@@ -499,7 +549,6 @@ void Pipeline::phase_crop_and_fingerprint() {
         write_npz(cropped_dir_ + "/" + c.id + ".npz", "data", pieces,
                   {static_cast<int64_t>(crop.data.size() + 1), s[0], s[1], s[2]}, opt_.npz_compression);
       }
-      CroppedCase kept(std::move(crop));
       if (budget <= 0 || kept_bytes + kept.bytes() <= budget / 3) {
         kept_bytes += kept.bytes();
         mine_.emplace(i, std::move(kept));
@@ -784,7 +833,7 @@ void Pipeline::phase_preprocess() {
       mine_.erase(it);
     } else {
       case_log_entry_ = nlohmann::json::object();
-      cropped = read_and_crop(i, nullptr, nullptr);
+      cropped = read_and_crop(i, nullptr, nullptr).expand();
     }
     const CropResult* crop = &cropped;
     for (int k : todo) {

@@ -28,4 +28,18 @@ struct CropResult {
 /// channels differ in shape, or when the seg shape differs from the image shape.
 CropResult crop_to_nonzero(const std::vector<Array3<float>>& channels, const Array3<float>* seg);
 
+/// The same crop held in the on-disk types of CT and labels (int16 channels, int8 seg with the -1 marking): 3 instead
+/// of 8 bytes per voxel, and no float32 copies. Values are exactly those of the float32 crop.
+struct CompactCrop {
+  std::vector<Array3<int16_t>> data;
+  Array3<int8_t> seg;
+  std::array<std::array<int64_t, 2>, 3> bbox{};
+  std::vector<float> classes;
+  Shape3 size_after_cropping{0, 0, 0};
+};
+
+/// crop_to_nonzero of int16 channels and a uint8 label map. Throws InputError like the float32 form, and when a
+/// label exceeds 127 (the caller then uses the float32 form).
+CompactCrop crop_to_nonzero(const std::vector<Array3<int16_t>>& channels, const Array3<uint8_t>& seg);
+
 }  // namespace amosprep

@@ -29,6 +29,8 @@ CaseSummary read_summary(ByteReader& r);
 
 /// nnU-Net's foreground sample of one channel: voxels with seg > 0 in C order, indices 0, 10, 20, ...
 std::vector<float> foreground_sample(const Array3<float>& channel, const Array3<float>& seg);
+/// The same for a compact crop (int16 channel, int8 seg).
+std::vector<float> foreground_sample(const Array3<int16_t>& channel, const Array3<int8_t>& seg);
 
 /// The merged dataset fingerprint (dataset_properties.pkl).
 struct DatasetFingerprint {

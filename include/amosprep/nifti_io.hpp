@@ -3,6 +3,7 @@
 // spacing = ITK spacing (float32 pixdim widened) reversed, origin/direction as ITK reports them (LPS).
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "amosprep/volume.hpp"
@@ -20,6 +21,12 @@ namespace amosprep {
 /// through ITK's full reader. Throws InputError(case_id, path, reason) when the file is missing, unreadable,
 /// corrupt, truncated, not 3-D (e.g. 4-D with t > 1) or not scalar.
 Image read_nifti(const std::string& path, const std::string& case_id = "");
+
+/// The voxels in their on-disk type T (int16_t: CT, uint8_t: labels), without any float32 copy, when the file is a
+/// plain single-file NIfTI-1 of exactly that type, native byte order and no scaling; std::nullopt otherwise (use
+/// read_nifti). Converted to float32 the values equal read_nifti's; `geom` is filled either way. Same errors.
+template <class T>
+std::optional<Array3<T>> read_nifti_exact(const std::string& path, const std::string& case_id, Geometry& geom);
 
 /// Same result as read_nifti, always through ITK's ImageFileReader (the reference path; slower).
 Image read_nifti_with_itk(const std::string& path, const std::string& case_id = "");

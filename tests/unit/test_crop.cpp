@@ -248,3 +248,32 @@ TEST(Crop, MatchesRealNnunetCroppedFixture) {
   }
   EXPECT_GE(n_cases, 6);
 }
+
+TEST(Crop, CompactCropEqualsTheFloatCrop) {
+  Array3<float> img, seg;
+  structured_case(img, seg);
+  for (auto& x : seg.v)
+    if (x < 0) x = 9;  // labels on disk are uint8
+  Array3<int16_t> img16(img.shape);
+  Array3<uint8_t> seg8(seg.shape);
+  for (size_t i = 0; i < img.size(); ++i) {
+    img16.v[i] = static_cast<int16_t>(img.v[i]);
+    seg8.v[i] = static_cast<uint8_t>(seg.v[i]);
+  }
+  const CropResult ref = crop_to_nonzero(std::vector<Array3<float>>{img}, &seg);
+  const CompactCrop c = crop_to_nonzero(std::vector<Array3<int16_t>>{img16}, seg8);
+  EXPECT_EQ(c.bbox, ref.bbox);
+  EXPECT_EQ(c.size_after_cropping, ref.size_after_cropping);
+  EXPECT_EQ(c.classes, ref.classes);
+  ASSERT_EQ(c.data.size(), 1u);
+  ASSERT_EQ(c.data[0].v.size(), ref.data[0].v.size());
+  int marked = 0;
+  for (size_t i = 0; i < ref.seg.v.size(); ++i) {
+    ASSERT_EQ(static_cast<float>(c.data[0].v[i]), ref.data[0].v[i]) << i;
+    ASSERT_EQ(static_cast<float>(c.seg.v[i]), ref.seg.v[i]) << i;
+    marked += c.seg.v[i] == -1;
+  }
+  EXPECT_GT(marked, 0) << "the case should exercise the -1 marking";
+  seg8.v[17] = 200;
+  EXPECT_THROW(crop_to_nonzero(std::vector<Array3<int16_t>>{img16}, seg8), InputError);
+}

@@ -450,5 +450,47 @@ TEST(NiftiIo, HeaderReportsQformSformDisagreement) {
   EXPECT_FALSE(read_nifti_header(tmp / "a.nii").qform_sform_disagree);
 }
 
+TEST(NiftiIo, ExactTypedReadEqualsTheFloatRead) {
+  TempDir tmp;
+  const Shape3 shape{4, 6, 8};
+  const Geometry g = oblique_geometry(shape);
+  const Array3<float> ct = ramp(shape, 3.0f, -3000.0f), labels = ramp(shape, 0.1f, 0.0f);
+  write_nifti(tmp / "ct.nii.gz", ct, g, NiftiPixel::int16);
+  write_nifti(tmp / "ct.nii", ct, g, NiftiPixel::int16);
+  write_nifti(tmp / "lab.nii.gz", labels, g, NiftiPixel::uint8);
+  write_file_atomic(tmp / "multi.nii.gz", gzip_members(read_file(tmp / "ct.nii"), 3));
+  for (const char* name : {"ct.nii.gz", "ct.nii", "multi.nii.gz"}) {
+    SCOPED_TRACE(name);
+    Geometry geom;
+    const auto typed = read_nifti_exact<int16_t>(tmp / name, "amos_0001", geom);
+    ASSERT_TRUE(typed.has_value());
+    const Image ref = read_nifti(tmp / name);
+    EXPECT_EQ(typed->shape, ref.voxels.shape);
+    ASSERT_EQ(typed->v.size(), ref.voxels.v.size());
+    for (size_t i = 0; i < typed->v.size(); ++i) ASSERT_EQ(static_cast<float>(typed->v[i]), ref.voxels.v[i]) << i;
+    EXPECT_EQ(geom.itk_direction, ref.geom.itk_direction);
+    EXPECT_EQ(geom.spacing, ref.geom.spacing);
+  }
+  Geometry geom;
+  const auto lab = read_nifti_exact<uint8_t>(tmp / "lab.nii.gz", "", geom);
+  ASSERT_TRUE(lab.has_value());
+  const Image lab_ref = read_nifti(tmp / "lab.nii.gz");
+  for (size_t i = 0; i < lab->v.size(); ++i) ASSERT_EQ(static_cast<float>(lab->v[i]), lab_ref.voxels.v[i]) << i;
+  // Other on-disk types, or scaling, are not "exact": the caller falls back to read_nifti.
+  EXPECT_FALSE(read_nifti_exact<uint8_t>(tmp / "ct.nii.gz", "", geom).has_value());
+  EXPECT_FALSE(read_nifti_exact<int16_t>(tmp / "lab.nii.gz", "", geom).has_value());
+  write_nifti(tmp / "scaled.nii", ct, g, NiftiPixel::int16);
+  patch<float>(tmp / "scaled.nii", 112, 2.0f);
+  EXPECT_FALSE(read_nifti_exact<int16_t>(tmp / "scaled.nii", "", geom).has_value());
+  // Errors name the case and the file like read_nifti's.
+  write_file_atomic(tmp / "short.nii.gz", read_file(tmp / "ct.nii.gz").substr(0, 200));
+  try {
+    read_nifti_exact<int16_t>(tmp / "short.nii.gz", "amos_0042", geom);
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_EQ(e.case_id(), "amos_0042");
+  }
+}
+
 }  // namespace
 }  // namespace amosprep
