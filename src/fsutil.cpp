@@ -66,6 +66,10 @@ void AtomicFile::write(const void* data, size_t n) {
 
 void AtomicFile::commit() {
   if (::fsync(fd_) != 0) throw IoError(path_, "fsync failed: " + os_reason(errno));
+  // The bytes are on disk: let the kernel drop them from the page cache now (a no-op for correctness). Outputs are
+  // written once and not read back, and their cached pages would otherwise crowd out the inputs and other jobs'
+  // memory; on VMs with lazily backed memory, freed pages are also much cheaper to reuse than fresh ones.
+  (void)::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED);
   if (::close(fd_) != 0) {
     fd_ = -1;
     ::unlink(tmp_.c_str());

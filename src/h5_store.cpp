@@ -1,6 +1,8 @@
 #include "amosprep/h5_store.hpp"
 
+#include <fcntl.h>
 #include <hdf5.h>
+#include <unistd.h>
 #include <mpi.h>
 
 #include <algorithm>
@@ -68,10 +70,22 @@ H5Store::H5Store(const std::string& path, H5Layout layout) : layout_(layout), pa
 }
 
 H5Store::~H5Store() {
+  if (page_fd_ >= 0) ::close(page_fd_);
   if (file_ >= 0) H5Fclose(static_cast<hid_t>(file_));
 }
 
+void H5Store::release_written_pages() {
+  if (page_fd_ < 0) page_fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (page_fd_ < 0) return;
+  (void)::sync_file_range(page_fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+  (void)::posix_fadvise(page_fd_, 0, 0, POSIX_FADV_DONTNEED);
+}
+
 void H5Store::close() {
+  if (page_fd_ >= 0) {
+    ::close(page_fd_);
+    page_fd_ = -1;
+  }
   if (file_ >= 0) {
     hid_t f = static_cast<hid_t>(file_);
     file_ = -1;

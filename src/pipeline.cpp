@@ -926,6 +926,7 @@ void Pipeline::h5_write_volume(int stage, size_t i, const std::vector<const floa
   if (h5_->layout() == H5Layout::chunked) {
     for (size_t c = 0; c < channels.size(); ++c) h5_->write_independent_rows(g + "/data", static_cast<int64_t>(c), 1, channels[c]);
     h5_->write_independent(g + "/seg", seg.data());
+    h5_->release_written_pages();
   } else {
     for (size_t c = 1; c < channels.size(); ++c)
       AMOSPREP_VERIFY(channels[c] == channels[0] + c * vox, "collective HDF5 writes need the channels contiguous");

@@ -45,12 +45,17 @@ class H5Store {
   /// Collective write: every rank calls it for the same dataset; only the owner passes data (others nullptr).
   void write_collective(const std::string& path, const void* data_or_null);
 
+  /// Starts writeback of what this process wrote and drops the pages already written back from the page cache
+  /// (local, not collective; affects performance only). Call after each case's volumes.
+  void release_written_pages();
+
   /// Collective close (flushes metadata).
   void close();
   H5Layout layout() const { return layout_; }
 
  private:
   long long file_ = -1;  // hid_t
+  int page_fd_ = -1;     // read-only descriptor of the same file, for release_written_pages
   H5Layout layout_;
   std::string path_;
 };
