@@ -345,27 +345,39 @@ std::span<const DeflateBuffer> DeflateRuns::compress(const unsigned char* data, 
 }
 
 std::span<const DeflateBuffer> DeflateRuns::compress(std::span<const std::span<const unsigned char>> pieces) {
-  struct Segment {
-    const unsigned char* data;
-    size_t size;
-  };
-  std::vector<Segment> segments;
-  for (const auto& piece : pieces)
-    for (size_t begin = 0; begin < piece.size(); begin += kSegmentBytes)
-      segments.push_back({piece.data() + begin, std::min(kSegmentBytes, piece.size() - begin)});
-  if (segments.empty()) segments.push_back({nullptr, 0});
-  const size_t count = segments.size();
-  if (parts_.size() < count + 1) parts_.resize(count + 1);
+  begin();
+  for (const auto& piece : pieces) append(piece);
+  return finish();
+}
+
+void DeflateRuns::begin() { used_ = 0; }
+
+void DeflateRuns::append(std::span<const unsigned char> piece) {
+  const size_t count = (piece.size() + kSegmentBytes - 1) / kSegmentBytes;
+  if (parts_.size() < used_ + count + 1) parts_.resize(used_ + count + 1);
 #pragma omp parallel for schedule(dynamic, 1)
   for (size_t s = 0; s < count; ++s) {
-    parts_[s].size = 0;
-    deflate_runs_segment(segments[s].data, segments[s].size, parts_[s]);
+    const size_t begin = s * kSegmentBytes;
+    DeflateBuffer& out = parts_[used_ + s];
+    out.size = 0;
+    deflate_runs_segment(piece.data() + begin, std::min(kSegmentBytes, piece.size() - begin), out);
   }
-  DeflateBuffer& last = parts_[count];
+  used_ += count;
+}
+
+std::span<const DeflateBuffer> DeflateRuns::finish() {
+  if (used_ == 0) {  // no data at all: one empty stored block keeps the stream well formed
+    if (parts_.empty()) parts_.resize(1);
+    parts_[0].size = 0;
+    deflate_runs_segment(nullptr, 0, parts_[0]);
+    used_ = 1;
+  }
+  if (parts_.size() < used_ + 1) parts_.resize(used_ + 1);
+  DeflateBuffer& last = parts_[used_];
   if (last.capacity < sizeof kDeflateFinalEmptyBlock) last.grow(64, 0);
   std::memcpy(last.data.get(), kDeflateFinalEmptyBlock, sizeof kDeflateFinalEmptyBlock);
   last.size = sizeof kDeflateFinalEmptyBlock;
-  return {parts_.data(), count + 1};
+  return {parts_.data(), used_ + 1};
 }
 
 std::vector<unsigned char> deflate_runs(const unsigned char* data, size_t n) {

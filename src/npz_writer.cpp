@@ -192,7 +192,7 @@ std::string local_header(const std::string& name, uint16_t method, uint16_t flag
 NpzWriter::NpzWriter(const std::string& path, NpzCompression compression, NpzWriteOptions options)
     : path_(path), compression_(compression), options_(options), file_(std::make_unique<AtomicFile>(path)) {}
 
-NpzWriter::~NpzWriter() = default;
+NpzWriter::~NpzWriter() = default;  // an open member or an unclosed file leaves nothing behind
 
 void NpzWriter::add(const std::string& name, py::DType dtype, const void* data, const std::vector<int64_t>& shape) {
   const uint64_t nbytes = element_count(shape) * py::dtype_size(dtype);
@@ -201,102 +201,186 @@ void NpzWriter::add(const std::string& name, py::DType dtype, const void* data, 
   add(name, dtype, std::span<const std::span<const unsigned char>>(&one, 1), shape);
 }
 
+// The member being written by begin_member / add_piece / end_member.
+struct NpzWriter::OpenMember {
+  Member m;
+  std::string npy_header;
+  uint64_t expected = 0, fed = 0;
+  // none: the caller's pieces, written at end_member (the local header needs the CRC first)
+  std::vector<std::span<const unsigned char>> held;
+  // fast: deflate_runs output, kept until end_member
+  std::unique_lock<std::mutex> compressor_lock;
+  // nnunet (in memory) and the streamed large-member path: zlib
+  std::unique_ptr<ZlibDeflater> z;
+  std::unique_ptr<unsigned char[]> zout;  // uninitialised: only the pages actually written get touched
+  uint64_t zsize = 0, zbound = 0;
+  bool streamed = false;
+};
+
+namespace {
+std::mutex compressor_mutex;
+DeflateRuns& shared_compressor() {  // its buffers are reused from one npz to the next
+  static DeflateRuns compressor;
+  return compressor;
+}
+}  // namespace
+
 void NpzWriter::add(const std::string& name, py::DType dtype, std::span<const std::span<const unsigned char>> pieces,
                     const std::vector<int64_t>& shape) {
+  begin_member(name, dtype, shape);
+  for (const auto& piece : pieces) add_piece(piece);
+  end_member();
+}
+
+bool NpzWriter::releases_pieces() const { return compression_ != NpzCompression::none; }
+
+void NpzWriter::begin_member(const std::string& name, py::DType dtype, const std::vector<int64_t>& shape) {
   if (closed_) throw InternalError("NpzWriter::add after close");
+  if (open_) throw InternalError("NpzWriter: begin_member while a member is open");
   if (!file_) throw IoError(path_, "an earlier write to this file failed");
   try {
-    const std::string header = npy_header(dtype, shape);
-    const uint64_t nbytes = element_count(shape) * py::dtype_size(dtype);
-    uint64_t given = 0;
-    for (const auto& piece : pieces) {
-      if (!piece.empty() && piece.data() == nullptr) throw InternalError("NpzWriter::add: null data");
-      given += piece.size();
-    }
-    if (given != nbytes) throw InternalError("NpzWriter::add: pieces do not add up to the array size");
-
-    Member m;
+    auto o = std::make_unique<OpenMember>();
+    o->npy_header = npy_header(dtype, shape);
+    o->expected = element_count(shape) * py::dtype_size(dtype);
+    Member& m = o->m;
     m.name = name + ".npy";
     m.offset = file_->bytes_written();
-    m.usize = header.size() + nbytes;
-    m.crc = crc32_of(0, header.data(), header.size());
-    for (const auto& piece : pieces) m.crc = crc32_of(m.crc, piece.data(), piece.size());
-    // Feeds every piece to a zlib deflater; `last` finishes the stream after the final piece.
-    auto feed_pieces = [&](ZlibDeflater& z, auto&& sink) {
-      z.feed(reinterpret_cast<const unsigned char*>(header.data()), header.size(), pieces.empty(), sink);
-      for (size_t k = 0; k < pieces.size(); ++k) z.feed(pieces[k].data(), pieces[k].size(), k + 1 == pieces.size(), sink);
-    };
-
+    m.usize = o->npy_header.size() + o->expected;
+    m.crc = crc32_of(0, o->npy_header.data(), o->npy_header.size());
+    const auto* hdr = reinterpret_cast<const unsigned char*>(o->npy_header.data());
     if (compression_ == NpzCompression::none) {
       m.method = kMethodStored;
       m.csize = m.usize;
+    } else if (m.usize < options_.whole_buffer_limit && compression_ == NpzCompression::fast) {
+      m.method = kMethodDeflate;
+      o->compressor_lock = std::unique_lock<std::mutex>(compressor_mutex);
+      shared_compressor().begin();
+    } else if (m.usize < options_.whole_buffer_limit) {
+      m.method = kMethodDeflate;
+      o->zbound = deflateBound(nullptr, m.usize) + 64;
+      o->zout.reset(new unsigned char[o->zbound]);
+      o->z = std::make_unique<ZlibDeflater>(path_, 6);
+      o->z->feed(hdr, o->npy_header.size(), false, [&](const unsigned char* p, size_t n) {
+        if (o->zsize + n > o->zbound) throw InternalError("zlib output exceeds deflateBound");
+        std::memcpy(o->zout.get() + o->zsize, p, n);
+        o->zsize += n;
+      });
+    } else {
+      // Very large member: zlib streams straight to the file; sizes follow in a ZIP64 data descriptor.
+      m.method = kMethodDeflate;
+      m.flags = kFlagDataDescriptor;
+      o->streamed = true;
+      const std::string lh = local_header(m.name, m.method, m.flags, 0, 0, 0);
+      file_->write(lh.data(), lh.size());
+      o->z = std::make_unique<ZlibDeflater>(path_, compression_ == NpzCompression::fast ? 1 : 6);
+      o->z->feed(hdr, o->npy_header.size(), false, [&](const unsigned char* p, size_t n) {
+        file_->write(p, n);
+        o->m.csize += n;
+      });
+    }
+    open_ = std::move(o);
+  } catch (const std::bad_alloc&) {
+    fail();
+    throw IoError(path_, "out of memory while writing member '" + name + ".npy'");
+  } catch (...) {
+    fail();
+    throw;
+  }
+}
+
+void NpzWriter::add_piece(std::span<const unsigned char> piece) {
+  if (!open_) throw InternalError("NpzWriter::add_piece without begin_member");
+  OpenMember& o = *open_;
+  if (!piece.empty() && piece.data() == nullptr) throw InternalError("NpzWriter::add: null data");
+  if (o.fed + piece.size() > o.expected) throw InternalError("NpzWriter::add: pieces do not add up to the array size");
+  try {
+    o.fed += piece.size();
+    o.m.crc = crc32_of(o.m.crc, piece.data(), piece.size());
+    if (compression_ == NpzCompression::none) {
+      o.held.push_back(piece);
+    } else if (o.compressor_lock.owns_lock()) {
+      shared_compressor().append(piece);
+    } else if (o.streamed) {
+      o.z->feed(piece.data(), piece.size(), false, [&](const unsigned char* p, size_t n) {
+        file_->write(p, n);
+        o.m.csize += n;
+      });
+    } else {
+      o.z->feed(piece.data(), piece.size(), false, [&](const unsigned char* p, size_t n) {
+        if (o.zsize + n > o.zbound) throw InternalError("zlib output exceeds deflateBound");
+        std::memcpy(o.zout.get() + o.zsize, p, n);
+        o.zsize += n;
+      });
+    }
+  } catch (const std::bad_alloc&) {
+    fail();
+    throw IoError(path_, "out of memory while writing an npz member");
+  } catch (...) {
+    fail();
+    throw;
+  }
+}
+
+void NpzWriter::end_member() {
+  if (!open_) throw InternalError("NpzWriter::end_member without begin_member");
+  std::unique_ptr<OpenMember> o = std::move(open_);
+  Member& m = o->m;
+  try {
+    if (o->fed != o->expected) throw InternalError("NpzWriter::add: pieces do not add up to the array size");
+    if (compression_ == NpzCompression::none) {
       const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
       file_->write(lh.data(), lh.size());
-      file_->write(header.data(), header.size());
-      for (const auto& piece : pieces) file_->write(piece.data(), piece.size());
-    } else if (m.usize < options_.whole_buffer_limit && compression_ == NpzCompression::fast) {
+      file_->write(o->npy_header.data(), o->npy_header.size());
+      for (const auto& piece : o->held) file_->write(piece.data(), piece.size());
+    } else if (o->compressor_lock.owns_lock()) {
       // A stored (non-final) deflate block carries the small .npy header; the pieces of the run-aware deflater
       // follow it directly from its reusable buffers (no concatenated copy). Together: one valid deflate stream.
-      m.method = kMethodDeflate;
-      const auto len = static_cast<uint16_t>(header.size());
+      const auto len = static_cast<uint16_t>(o->npy_header.size());
       std::string prefix = {'\0', static_cast<char>(len & 0xff), static_cast<char>(len >> 8),
                             static_cast<char>(~len & 0xff), static_cast<char>((~len >> 8) & 0xff)};
-      prefix += header;
-      static std::mutex compressor_mutex;
-      static DeflateRuns compressor;
-      const std::lock_guard<std::mutex> lock(compressor_mutex);
-      const auto parts = compressor.compress(pieces);
+      prefix += o->npy_header;
+      const auto parts = shared_compressor().finish();
       m.csize = prefix.size();
       for (const DeflateBuffer& part : parts) m.csize += part.size;
       const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
       file_->write(lh.data(), lh.size());
       file_->write(prefix.data(), prefix.size());
       for (const DeflateBuffer& part : parts) file_->write(part.data.get(), part.size);
-    } else if (m.usize < options_.whole_buffer_limit) {
-      m.method = kMethodDeflate;
-      std::unique_ptr<unsigned char[]> out;  // uninitialised: only the pages actually written get touched
-      uint64_t out_size = 0;
-      const uint64_t bound = deflateBound(nullptr, m.usize) + 64;
-      out.reset(new unsigned char[bound]);
-      ZlibDeflater z(path_, 6);
-      auto sink = [&](const unsigned char* p, size_t n) {
-        if (out_size + n > bound) throw InternalError("zlib output exceeds deflateBound");
-        std::memcpy(out.get() + out_size, p, n);
-        out_size += n;
-      };
-      feed_pieces(z, sink);
-      m.csize = out_size;
-      const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
-      file_->write(lh.data(), lh.size());
-      file_->write(out.get(), out_size);
-    } else {
-      // Very large member: zlib streams straight to the file; sizes follow in a ZIP64 data descriptor.
-      m.method = kMethodDeflate;
-      m.flags = kFlagDataDescriptor;
-      const std::string lh = local_header(m.name, m.method, m.flags, 0, 0, 0);
-      file_->write(lh.data(), lh.size());
-      const int level = compression_ == NpzCompression::fast ? 1 : 6;
-      ZlibDeflater z(path_, level);
-      auto sink = [&](const unsigned char* p, size_t n) {
+    } else if (o->streamed) {
+      o->z->feed(nullptr, 0, true, [&](const unsigned char* p, size_t n) {
         file_->write(p, n);
         m.csize += n;
-      };
-      feed_pieces(z, sink);
+      });
       std::string dd;
       put32(dd, kSigDescriptor);
       put32(dd, m.crc);
       put64(dd, m.csize);
       put64(dd, m.usize);
       file_->write(dd.data(), dd.size());
+    } else {
+      o->z->feed(nullptr, 0, true, [&](const unsigned char* p, size_t n) {
+        if (o->zsize + n > o->zbound) throw InternalError("zlib output exceeds deflateBound");
+        std::memcpy(o->zout.get() + o->zsize, p, n);
+        o->zsize += n;
+      });
+      m.csize = o->zsize;
+      const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
+      file_->write(lh.data(), lh.size());
+      file_->write(o->zout.get(), o->zsize);
     }
     members_.push_back(std::move(m));
   } catch (const std::bad_alloc&) {
-    file_.reset();
-    throw IoError(path_, "out of memory while writing member '" + name + ".npy'");
+    fail();
+    throw IoError(path_, "out of memory while writing member '" + m.name + "'");
   } catch (...) {
-    file_.reset();  // removes the temporary file
+    fail();
     throw;
   }
+}
+
+void NpzWriter::fail() {
+  open_.reset();
+  file_.reset();  // removes the temporary file
 }
 
 void NpzWriter::write_central_directory() {
@@ -376,6 +460,7 @@ void NpzWriter::write_central_directory() {
 
 FileDigest NpzWriter::close() {
   if (closed_) return digest_;
+  if (open_) throw InternalError("NpzWriter::close with a member still open");
   if (!file_) throw IoError(path_, "an earlier write to this file failed");
   try {
     write_central_directory();

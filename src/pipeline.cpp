@@ -75,7 +75,10 @@ class ScopedPhase {
   ~ScopedPhase() {
     const double wall = seconds_since(t0_), cpu = process_cpu_seconds() - c0_;
     times_.add(phase_, wall, cpu);
-    if (case_times_) (*case_times_)[phase_] = wall;
+    if (case_times_) {
+      auto it = case_times_->find(phase_);
+      (*case_times_)[phase_] = it != case_times_->end() && it->is_number() ? it->get<double>() + wall : wall;
+    }
   }
 
  private:
@@ -316,6 +319,9 @@ class Pipeline {
   nlohmann::json case_log_ = nlohmann::json::array();
 
   void h5_create_case_datasets();
+  // Chunked layout, in preprocessing: one image channel; the segmentation (float32 in, stored as int8).
+  void h5_write_channel(int stage, size_t i, size_t channel, const float* data);
+  void h5_write_seg(int stage, size_t i, const float* seg_f32);
   // Writes one case-stage into the store: each image channel and the segmentation (float32, stored as int8).
   void h5_write_volume(int stage, size_t i, const std::vector<const float*>& channels, const float* seg_f32,
                        const Shape3& s);
@@ -727,15 +733,34 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
       break;
     }
   const std::vector<Array3<float>>& data = nan_free.empty() ? crop.data : nan_free;
+  const Shape3 s = resampled_shape(meta.geom.spacing, sp.current_spacing, crop.seg.shape);
+  const size_t channels = crop.data.size();
+  const bool chunked_h5 = h5_ && h5_->layout() == H5Layout::chunked;
+  const std::string dir = stage_dir(out_dir_, plan_, stage);
+  const std::string npz = dir + "/" + meta.id + ".npz", pkl = dir + "/" + meta.id + ".pkl";
+
+  // Image channels first, written out (HDF5) and compressed (npz) before the segmentation is resampled, so the
+  // two full-size outputs are not in memory together. Only a nonCT channel normalised inside the mask needs the
+  // segmentation first.
+  bool mask_needed = false;
+  for (size_t c = 0; c < channels; ++c)
+    mask_needed = mask_needed || (plan_.normalization_schemes.at(c) == "nonCT" && plan_.use_mask_for_norm.at(c));
   std::vector<Array3<float>> data_out;
   Array3<float> seg_out;
+  auto resample_seg = [&] {
+    ScopedPhase t(times_, "resample", &case_log_entry_);
+    std::vector<Array3<float>> no_data;
+    resample_patient({}, crop.seg, meta.geom.spacing, sp.current_spacing, rs, no_data, seg_out);
+    for (auto& x : seg_out.v)
+      if (x < -1.0f) x = 0.0f;
+  };
+  if (mask_needed) resample_seg();
   {
     ScopedPhase t(times_, "resample", &case_log_entry_);
-    resample_patient(data, crop.seg, meta.geom.spacing, sp.current_spacing, rs, data_out, seg_out);
+    Array3<float> no_seg, unused;
+    resample_patient(data, no_seg, meta.geom.spacing, sp.current_spacing, rs, data_out, unused);
   }
   nan_free.clear();
-  for (auto& x : seg_out.v)
-    if (x < -1.0f) x = 0.0f;
   std::optional<ScopedPhase> normalizing(std::in_place, times_, "normalize", &case_log_entry_);
   for (size_t c = 0; c < data_out.size(); ++c) {
     const std::string& scheme = plan_.normalization_schemes.at(c);
@@ -744,21 +769,37 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
     else if (scheme == "nonCT") normalize_nonct(data_out[c], plan_.use_mask_for_norm.at(c) ? &seg_out : nullptr);
   }
   normalizing.reset();
+  for (const auto& ch : data_out)
+    AMOSPREP_VERIFY(ch.shape == s, "resampled shape differs from the planned shape");
+  if (chunked_h5) {
+    ScopedPhase t(times_, "hdf5", &case_log_entry_);
+    for (size_t c = 0; c < channels; ++c) h5_write_channel(stage, i, c, data_out[c].data());
+  }
+  // The export array (C+1, z, y, x) goes to the npz piece by piece from the channel and segmentation buffers.
+  std::optional<ScopedPhase> exporting(std::in_place, times_, "export_npz", &case_log_entry_);
+  NpzWriter npz_writer(npz, opt_.npz_compression);
+  npz_writer.begin_member("data", py::DType::f4, {static_cast<int64_t>(channels + 1), s[0], s[1], s[2]});
+  for (const auto& ch : data_out)
+    npz_writer.add_piece({reinterpret_cast<const unsigned char*>(ch.data()), ch.size() * sizeof(float)});
+  exporting.reset();
+  if (npz_writer.releases_pieces()) data_out.clear();
+
+  if (!mask_needed) resample_seg();
+  AMOSPREP_VERIFY(seg_out.shape == s, "resampled segmentation shape differs from the planned shape");
   std::optional<ScopedPhase> sampling(std::in_place, times_, "sample", &case_log_entry_);
   const ClassLocations locs = sample_class_locations(seg_out, all_classes_, opt_.seed);
   sampling.reset();
-
-  // The export array (C+1, z, y, x) is written from the channel and segmentation buffers as they are: no
-  // concatenated copy (it would be the largest allocation of the case).
-  const Shape3 s = seg_out.shape;
-  std::vector<std::span<const float>> export_pieces;
-  std::vector<const float*> channel_ptrs;
-  for (const auto& ch : data_out) {
-    export_pieces.emplace_back(ch.v);
-    channel_ptrs.push_back(ch.data());
+  if (chunked_h5) {
+    ScopedPhase t(times_, "hdf5", &case_log_entry_);
+    h5_write_seg(stage, i, seg_out.data());
   }
-  export_pieces.emplace_back(seg_out.v);
-  const size_t data_out_channels = data_out.size();
+  exporting.emplace(times_, "export_npz", &case_log_entry_);
+  npz_writer.add_piece({reinterpret_cast<const unsigned char*>(seg_out.data()), seg_out.size() * sizeof(float)});
+  npz_writer.end_member();
+  const FileDigest npz_digest = npz_writer.close();
+  exporting.reset();
+  data_out.clear();
+  seg_out = Array3<float>();
 
   py::Value props = cropped_properties_py(meta);
   py::dict_set(props, "use_nonzero_mask_for_norm", use_mask_py(plan_));
@@ -767,20 +808,6 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
                py::nd_f8({sp.current_spacing[0], sp.current_spacing[1], sp.current_spacing[2]}));
   py::dict_set(props, "class_locations", class_locations_to_py(locs));
 
-  const std::string dir = stage_dir(out_dir_, plan_, stage);
-  const std::string npz = dir + "/" + meta.id + ".npz", pkl = dir + "/" + meta.id + ".pkl";
-  std::optional<ScopedPhase> exporting(std::in_place, times_, "export_npz", &case_log_entry_);
-  const FileDigest npz_digest = write_npz(npz, "data", export_pieces,
-                                          {static_cast<int64_t>(data_out_channels + 1), s[0], s[1], s[2]},
-                                          opt_.npz_compression);
-  exporting.reset();
-  if (h5_ && h5_->layout() == H5Layout::chunked) {
-    ScopedPhase t(times_, "hdf5", &case_log_entry_);
-    h5_write_volume(stage, i, channel_ptrs, seg_out.data(), s);
-  }
-  export_pieces.clear();
-  data_out.clear();
-  seg_out = Array3<float>();
   ScopedPhase t_pkl(times_, "export_pkl_manifest", &case_log_entry_);
   const FileDigest pkl_digest = write_file_atomic(pkl, pickle_dumps(props));
   write_json_mirror(state_dir_ + "/json/" + plan_.data_identifier + "_stage" + std::to_string(stage) + "_" + meta.id + ".json",
@@ -916,23 +943,35 @@ void Pipeline::h5_create_case_datasets() {
   }
 }
 
+void Pipeline::h5_write_channel(int stage, size_t i, size_t channel, const float* data) {
+  h5_->write_independent_rows(h5_case_group(stage, i) + "/data", static_cast<int64_t>(channel), 1, data);
+}
+
+void Pipeline::h5_write_seg(int stage, size_t i, const float* seg_f32) {
+  const size_t vox = static_cast<size_t>(voxel_count(stage_shape(stage, i)));
+  std::vector<int8_t> seg(vox);
+  for (size_t v = 0; v < vox; ++v) seg[v] = static_cast<int8_t>(seg_f32[v]);
+  h5_->write_independent(h5_case_group(stage, i) + "/seg", seg.data());
+  h5_->release_written_pages();
+  h5_data_written_[static_cast<size_t>(stage)][i] = true;
+}
+
 void Pipeline::h5_write_volume(int stage, size_t i, const std::vector<const float*>& channels, const float* seg_f32,
                                const Shape3& s) {
   AMOSPREP_VERIFY(s == stage_shape(stage, i), "resampled shape differs from the planned HDF5 dataset shape");
+  if (h5_->layout() == H5Layout::chunked) {
+    for (size_t c = 0; c < channels.size(); ++c) h5_write_channel(stage, i, c, channels[c]);
+    h5_write_seg(stage, i, seg_f32);
+    return;
+  }
   const size_t vox = static_cast<size_t>(voxel_count(s));
   std::vector<int8_t> seg(vox);
   for (size_t v = 0; v < vox; ++v) seg[v] = static_cast<int8_t>(seg_f32[v]);
   const std::string g = h5_case_group(stage, i);
-  if (h5_->layout() == H5Layout::chunked) {
-    for (size_t c = 0; c < channels.size(); ++c) h5_->write_independent_rows(g + "/data", static_cast<int64_t>(c), 1, channels[c]);
-    h5_->write_independent(g + "/seg", seg.data());
-    h5_->release_written_pages();
-  } else {
-    for (size_t c = 1; c < channels.size(); ++c)
-      AMOSPREP_VERIFY(channels[c] == channels[0] + c * vox, "collective HDF5 writes need the channels contiguous");
-    h5_->write_collective(g + "/data", channels.empty() ? seg_f32 : channels[0]);
-    h5_->write_collective(g + "/seg", seg.data());
-  }
+  for (size_t c = 1; c < channels.size(); ++c)
+    AMOSPREP_VERIFY(channels[c] == channels[0] + c * vox, "collective HDF5 writes need the channels contiguous");
+  h5_->write_collective(g + "/data", channels.empty() ? seg_f32 : channels[0]);
+  h5_->write_collective(g + "/seg", seg.data());
   h5_data_written_[static_cast<size_t>(stage)][i] = true;
 }
 

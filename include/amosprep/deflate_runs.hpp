@@ -30,8 +30,15 @@ class DeflateRuns {
   /// Same for data given as consecutive pieces (each piece is segmented on its own).
   std::span<const DeflateBuffer> compress(std::span<const std::span<const unsigned char>> pieces);
 
+  /// The same stream built piece by piece: begin, append each piece (compressed at once, so the caller may free it),
+  /// then finish returns what compress would have.
+  void begin();
+  void append(std::span<const unsigned char> piece);
+  std::span<const DeflateBuffer> finish();
+
  private:
   std::vector<DeflateBuffer> parts_;
+  size_t used_ = 0;  // parts_[0, used_) hold the stream so far
 };
 
 /// One-shot form of DeflateRuns::compress, concatenated (tests).

@@ -50,17 +50,28 @@ class NpzWriter {
   /// separate buffers); their sizes must add up to prod(shape) elements.
   void add(const std::string& name, py::DType dtype, std::span<const std::span<const unsigned char>> pieces,
            const std::vector<int64_t>& shape);
+  /// The same member in steps, for arrays whose parts are not all in memory at once: begin_member, then
+  /// add_piece for each consecutive piece of the array's bytes, then end_member. When releases_pieces() (every
+  /// compression but `none`), a piece is compressed inside add_piece and may be freed right after; with `none` the
+  /// caller keeps every piece alive until end_member.
+  void begin_member(const std::string& name, py::DType dtype, const std::vector<int64_t>& shape);
+  void add_piece(std::span<const unsigned char> bytes);
+  void end_member();
+  bool releases_pieces() const;
   /// Finishes the archive; returns the size and CRC-32 of the whole file.
   FileDigest close();
 
  private:
   struct Member;
+  struct OpenMember;
   void write_central_directory();
+  void fail();
   std::string path_;
   NpzCompression compression_;
   NpzWriteOptions options_;
   std::unique_ptr<AtomicFile> file_;
   std::vector<Member> members_;
+  std::unique_ptr<OpenMember> open_;
   bool closed_ = false;
   FileDigest digest_;
 };
