@@ -278,3 +278,46 @@ TEST(NpzWriter, PiecesGiveTheSameArrayAsOneBuffer) {
                          NpzCompression::fast),
                InternalError);
 }
+
+TEST(NpzWriter, StreamedMemberLetsCompressedPiecesGo) {
+  // begin_member / add_piece / end_member: with compression the writer is done with a piece when add_piece
+  // returns (the pipeline frees the image channels before resampling the segmentation).
+  const auto data = sample_f32(2 * 4 * 30 * 40);
+  const std::vector<int64_t> shape{2, 4, 30, 40};
+  const size_t half = data.size() / 2;
+  TempDir dir("streamed");
+  for (NpzCompression c : kModes) {
+    const std::string m = npz_compression_name(c);
+    for (uint64_t limit : {uint64_t(2) << 30, uint64_t(0)}) {
+      SCOPED_TRACE(m + (limit ? "" : " streamed to the file"));
+      const fs::path path = dir / (m + std::to_string(limit) + ".npz");
+      NpzWriteOptions opt;
+      opt.whole_buffer_limit = limit;
+      NpzWriter w(path, c, opt);
+      std::vector<float> first(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(half));
+      std::vector<float> second(data.begin() + static_cast<std::ptrdiff_t>(half), data.end());
+      w.begin_member("data", py::DType::f4, shape);
+      w.add_piece({reinterpret_cast<const unsigned char*>(first.data()), first.size() * 4});
+      if (w.releases_pieces()) std::fill(first.begin(), first.end(), 12345.0f);  // gone for the writer
+      w.add_piece({reinterpret_cast<const unsigned char*>(second.data()), second.size() * 4});
+      w.end_member();
+      w.close();
+      EXPECT_EQ(w.releases_pieces(), c != NpzCompression::none);
+      EXPECT_TRUE(same_bits(read_npz_f32(path, "data", nullptr), data));
+    }
+  }
+  // Misuse is an internal error, and nothing is left behind.
+  {
+    NpzWriter w(dir / "short.npz", NpzCompression::fast);
+    w.begin_member("data", py::DType::f4, shape);
+    w.add_piece({reinterpret_cast<const unsigned char*>(data.data()), 16});
+    EXPECT_THROW(w.end_member(), InternalError);
+  }
+  {
+    NpzWriter w(dir / "open.npz", NpzCompression::nnunet);
+    w.begin_member("data", py::DType::f4, shape);
+    EXPECT_THROW(w.close(), InternalError);
+  }
+  EXPECT_FALSE(fs::exists(dir / "short.npz"));
+  EXPECT_FALSE(fs::exists(dir / "open.npz"));
+}
