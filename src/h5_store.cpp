@@ -182,7 +182,15 @@ static hid_t memory_type_of(hid_t dset) {
 
 void H5Store::write_independent(const std::string& path, const void* data) { write_independent_rows(path, 0, -1, data); }
 
+void H5Store::write_independent_f32_as_i8(const std::string& path, const float* data) {
+  write_chunks(path, 0, -1, data, true);
+}
+
 void H5Store::write_independent_rows(const std::string& path, int64_t first, int64_t count, const void* data) {
+  write_chunks(path, first, count, data, false);
+}
+
+void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count, const void* data, bool f32_to_i8) {
   Handle d(checked(H5Dopen2(static_cast<hid_t>(file_), path.c_str(), H5P_DEFAULT), path_, "open dataset " + path),
            H5Dclose);
   Handle space(checked(H5Dget_space(d), path_, "get_space"), H5Sclose);
@@ -193,7 +201,8 @@ void H5Store::write_independent_rows(const std::string& path, int64_t first, int
   Handle dcpl(checked(H5Dget_create_plist(d), path_, "get_create_plist"), H5Pclose);
   const int rank = H5Sget_simple_extent_ndims(space);
   if (H5Pget_layout(dcpl) != H5D_CHUNKED || rank < 1 || rank > 4) {
-    if (first != 0 || count != -1) throw InternalError("row-range write of an unchunked dataset " + path);
+    if (first != 0 || count != -1 || f32_to_i8)
+      throw InternalError("row-range or converting write of an unchunked dataset " + path);
     checked(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, dxpl, data), path_, "write " + path);
     return;
   }
@@ -204,6 +213,8 @@ void H5Store::write_independent_rows(const std::string& path, int64_t first, int
   H5Sget_simple_extent_dims(space, dims.data(), nullptr);
   H5Pget_chunk(dcpl, rank, chunk.data());
   const size_t elem = H5Tget_size(mtype);
+  if (f32_to_i8 && elem != 1) throw InternalError("float32-to-int8 write into a dataset of another type: " + path);
+  const size_t src_elem = f32_to_i8 ? sizeof(float) : elem;
   // Treat the array as 4-D (pad leading axes with 1).
   hsize_t D[4] = {1, 1, 1, 1}, C[4] = {1, 1, 1, 1};
   for (int a = 0; a < rank; ++a) {
@@ -235,7 +246,12 @@ void H5Store::write_independent_rows(const std::string& path, int64_t first, int
                 const hsize_t z[4] = {c0 + i0 - begin[0], c1 + i1 - begin[1], c2 + i2 - begin[2], c3 - begin[3]};
                 const hsize_t offset = ((z[0] * D[1] + z[1]) * D[2] + z[2]) * D[3] + z[3];
                 char* out = staging.data() + ((i0 * C[1] + i1) * C[2] + i2) * C[3] * elem;
-                std::memcpy(out, src + offset * elem, n[3] * elem);
+                if (f32_to_i8) {
+                  const float* f = reinterpret_cast<const float*>(src + offset * src_elem);
+                  for (hsize_t k = 0; k < n[3]; ++k) out[k] = static_cast<char>(static_cast<int8_t>(f[k]));
+                } else {
+                  std::memcpy(out, src + offset * elem, n[3] * elem);
+                }
               }
           const hsize_t start4[4] = {c0, c1, c2, c3};
           checked(H5Dwrite_chunk(d, dxpl, 0, start4 + (4 - rank), chunk_bytes, staging.data()), path_,

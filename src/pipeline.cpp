@@ -290,7 +290,9 @@ class Pipeline {
                      CaseSummary* summary) const;
   std::string manifest_path(int stage, const std::string& id) const;
   bool manifest_complete(int stage, size_t case_index) const;
-  void process_case_stage(int stage, size_t case_index, const CropResult& crop);
+  // Preprocesses one stage of a case. On the case's last stage the cropped image channels are released as soon as
+  // they are resampled (`last_stage`).
+  void process_case_stage(int stage, size_t case_index, CropResult& crop, bool last_stage);
 
   PipelineOptions opt_;
   Logger log_;
@@ -710,7 +712,7 @@ bool Pipeline::manifest_complete(int stage, size_t i) const {
   }
 }
 
-void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
+void Pipeline::process_case_stage(int stage, size_t i, CropResult& crop, bool last_stage) {
   const CaseMeta& meta = metas_[i];
   const StagePlan& sp = plan_.stages[static_cast<size_t>(stage)];
   ResampleSettings rs;
@@ -761,6 +763,7 @@ void Pipeline::process_case_stage(int stage, size_t i, const CropResult& crop) {
     resample_patient(data, no_seg, meta.geom.spacing, sp.current_spacing, rs, data_out, unused);
   }
   nan_free.clear();
+  if (last_stage) std::vector<Array3<float>>().swap(crop.data);
   std::optional<ScopedPhase> normalizing(std::in_place, times_, "normalize", &case_log_entry_);
   for (size_t c = 0; c < data_out.size(); ++c) {
     const std::string& scheme = plan_.normalization_schemes.at(c);
@@ -862,12 +865,12 @@ void Pipeline::phase_preprocess() {
       case_log_entry_ = nlohmann::json::object();
       cropped = read_and_crop(i, nullptr, nullptr).expand();
     }
-    const CropResult* crop = &cropped;
-    for (int k : todo) {
+    for (size_t t = 0; t < todo.size(); ++t) {
+      const int k = todo[t];
       if (stop_requested()) break;
       const auto tc = Clock::now();
       case_log_entry_ = nlohmann::json::object();
-      process_case_stage(k, i, *crop);
+      process_case_stage(k, i, cropped, t + 1 == todo.size());
       ++done;
       case_log_.push_back({{"case", metas_[i].id},
                            {"stage", k},
@@ -948,10 +951,7 @@ void Pipeline::h5_write_channel(int stage, size_t i, size_t channel, const float
 }
 
 void Pipeline::h5_write_seg(int stage, size_t i, const float* seg_f32) {
-  const size_t vox = static_cast<size_t>(voxel_count(stage_shape(stage, i)));
-  std::vector<int8_t> seg(vox);
-  for (size_t v = 0; v < vox; ++v) seg[v] = static_cast<int8_t>(seg_f32[v]);
-  h5_->write_independent(h5_case_group(stage, i) + "/seg", seg.data());
+  h5_->write_independent_f32_as_i8(h5_case_group(stage, i) + "/seg", seg_f32);
   h5_->release_written_pages();
   h5_data_written_[static_cast<size_t>(stage)][i] = true;
 }

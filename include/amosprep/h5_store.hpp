@@ -42,6 +42,9 @@ class H5Store {
   /// Independent write of rows [first, first + count) along axis 0 (count -1: to the end) of a chunked dataset;
   /// the range must start on a chunk boundary and end on one or at the end. `data` holds just those rows.
   void write_independent_rows(const std::string& path, int64_t first, int64_t count, const void* data);
+  /// Independent write of a whole chunked int8 dataset from float32 values (cast per element, like numpy's
+  /// astype(int8) of the label values), without an int8 copy of the volume.
+  void write_independent_f32_as_i8(const std::string& path, const float* data);
   /// Collective write: every rank calls it for the same dataset; only the owner passes data (others nullptr).
   void write_collective(const std::string& path, const void* data_or_null);
 
@@ -54,6 +57,7 @@ class H5Store {
   H5Layout layout() const { return layout_; }
 
  private:
+  void write_chunks(const std::string& path, int64_t first, int64_t count, const void* data, bool f32_to_i8);
   long long file_ = -1;  // hid_t
   int page_fd_ = -1;     // read-only descriptor of the same file, for release_written_pages
   H5Layout layout_;
