@@ -6,7 +6,10 @@
 #include <memory>
 #include <queue>
 
+#include "amosprep/isa.hpp"
+
 namespace amosprep {
+namespace AMOSPREP_ISA_NS {  // compiled once per instruction-set variant (isa.hpp)
 
 namespace {
 
@@ -332,6 +335,24 @@ void deflate_runs_segment(const unsigned char* data, size_t n, DeflateBuffer& ou
   }
 }
 
+}  // namespace AMOSPREP_ISA_NS
+
+#if !defined(AMOSPREP_ISA_V3)  // the public entry points: compiled once
+
+#if defined(AMOSPREP_HAVE_ISA_V3)
+namespace isa_v3 {
+void deflate_runs_segment(const unsigned char* data, size_t n, DeflateBuffer& out);
+}  // namespace isa_v3
+#endif
+
+void deflate_runs_segment(const unsigned char* data, size_t n, DeflateBuffer& out) {
+  AMOSPREP_ISA_DISPATCH(deflate_runs_segment, data, n, out);
+}
+
+namespace {
+constexpr size_t kSegmentBytes = isa_base::kSegmentBytes;
+}  // namespace
+
 void DeflateBuffer::grow(size_t new_capacity, size_t keep) {
   std::unique_ptr<unsigned char[]> fresh(new unsigned char[new_capacity]);  // uninitialised on purpose
   if (keep) std::memcpy(fresh.get(), data.get(), keep);
@@ -387,5 +408,7 @@ std::vector<unsigned char> deflate_runs(const unsigned char* data, size_t n) {
     out.insert(out.end(), part.data.get(), part.data.get() + part.size);
   return out;
 }
+
+#endif  // !AMOSPREP_ISA_V3
 
 }  // namespace amosprep

@@ -25,6 +25,7 @@
 #include "amosprep/fingerprint.hpp"
 #include "amosprep/fsutil.hpp"
 #include "amosprep/h5_store.hpp"
+#include "amosprep/isa.hpp"
 #include "amosprep/json_mirror.hpp"
 #include "amosprep/nifti_io.hpp"
 #include "amosprep/normalize.hpp"
@@ -1150,6 +1151,7 @@ void Pipeline::write_log() {
   }
   nlohmann::json log = {{"tool", "amos-prep"},
                         {"version", AMOSPREP_VERSION},
+                        {"isa", isa_name(active_isa())},
                         {"planner", planner_name(plan_.kind)},
                         {"task", task_.name},
                         {"ranks", nranks_},

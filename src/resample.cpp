@@ -15,8 +15,10 @@
 #include <string>
 
 #include "amosprep/error.hpp"
+#include "amosprep/isa.hpp"
 
 namespace amosprep {
+namespace AMOSPREP_ISA_NS {  // compiled once per instruction-set variant (isa.hpp)
 namespace {
 
 // scipy's literal for the cubic B-spline pole (1 ulp away from sqrt(3.0) - 2.0).
@@ -36,11 +38,9 @@ constexpr int kTileLanes = 32;     // lines prefiltered together along axes 0 an
 constexpr int kRowLanes = 4;       // rows prefiltered together along axis 2
 constexpr int64_t kSlabBatch = 8;  // z slabs computed between two emissions of output planes
 
-// Voxels of work below which another thread does not pay (barriers cost milliseconds on a loaded machine).
-int64_t g_parallel_grain = int64_t{1} << 19;
-
 int threads_for(int64_t work) {
-  return static_cast<int>(std::clamp<int64_t>(work / g_parallel_grain, 1, omp_get_max_threads()));
+  return static_cast<int>(
+      std::clamp<int64_t>(work / ::amosprep::resample_detail::parallel_grain(), 1, omp_get_max_threads()));
 }
 
 struct Range {
@@ -897,48 +897,6 @@ void resample_channel(const Array3<float>& in, const Shape3& new_shape, bool is_
 
 }  // namespace
 
-SeparateZ decide_separate_z(const std::array<double, 3>& spacing, const std::array<double, 3>& target,
-                            std::optional<bool> force_separate_z) {
-  auto lowres = [](const std::array<double, 3>& s) {
-    const double mx = std::max({s[0], s[1], s[2]});
-    std::vector<int> axes;
-    for (int a = 0; a < 3; ++a)
-      if (mx / s[a] == 1.0) axes.push_back(a);
-    return axes;
-  };
-  auto anisotropic = [](const std::array<double, 3>& s) {
-    return std::max({s[0], s[1], s[2]}) / std::min({s[0], s[1], s[2]}) > 3.0;
-  };
-  SeparateZ r;
-  std::vector<int> axes;
-  bool has_axis = false;
-  if (force_separate_z.has_value()) {
-    r.separate = *force_separate_z;
-    if (r.separate) {
-      axes = lowres(spacing);
-      has_axis = true;
-    }
-  } else if (anisotropic(spacing)) {
-    r.separate = true;
-    axes = lowres(spacing);
-    has_axis = true;
-  } else if (anisotropic(target)) {
-    r.separate = true;
-    axes = lowres(target);
-    has_axis = true;
-  }
-  if (has_axis && axes.size() != 1) r.separate = false;
-  r.axis = r.separate ? axes[0] : -1;
-  return r;
-}
-
-Shape3 resampled_shape(const std::array<double, 3>& spacing, const std::array<double, 3>& target, const Shape3& shape) {
-  Shape3 s{};
-  for (int a = 0; a < 3; ++a)
-    s[a] = static_cast<int64_t>(std::nearbyint((spacing[a] / target[a]) * static_cast<double>(shape[a])));
-  return s;
-}
-
 void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
                       const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                       const ResampleSettings& settings, std::vector<Array3<float>>& data_out, Array3<float>& seg_out) {
@@ -1004,9 +962,6 @@ Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int
   return out;
 }
 
-void set_parallel_grain(int64_t voxels) { g_parallel_grain = std::max<int64_t>(1, voxels); }
-int64_t parallel_grain() { return g_parallel_grain; }
-
 std::vector<double> spline_filter_line(std::vector<double> line) {
   const int64_t n = static_cast<int64_t>(line.size());
   prefilter_tile<1>(line.data(), n, 1, n, true, true);
@@ -1014,5 +969,105 @@ std::vector<double> spline_filter_line(std::vector<double> line) {
 }
 
 }  // namespace resample_detail
+
+}  // namespace AMOSPREP_ISA_NS
+
+#if !defined(AMOSPREP_ISA_V3)  // shared parts and the public entry points: compiled once
+
+namespace {
+// Voxels of work below which another thread does not pay (barriers cost milliseconds on a loaded machine).
+int64_t g_parallel_grain = int64_t{1} << 19;
+}  // namespace
+
+#if defined(AMOSPREP_HAVE_ISA_V3)
+namespace isa_v3 {
+void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+                      const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                      const ResampleSettings& settings, std::vector<Array3<float>>& data_out, Array3<float>& seg_out);
+void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
+void resize_segmentation(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out);
+void resize_data_slices(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
+void resize_segmentation_slices(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out);
+void release_resample_buffers();
+namespace resample_detail {
+Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int order, int ndim, bool exact);
+std::vector<double> spline_filter_line(std::vector<double> line);
+}  // namespace resample_detail
+}  // namespace isa_v3
+#endif
+
+SeparateZ decide_separate_z(const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                            std::optional<bool> force_separate_z) {
+  auto lowres = [](const std::array<double, 3>& s) {
+    const double mx = std::max({s[0], s[1], s[2]});
+    std::vector<int> axes;
+    for (int a = 0; a < 3; ++a)
+      if (mx / s[a] == 1.0) axes.push_back(a);
+    return axes;
+  };
+  auto anisotropic = [](const std::array<double, 3>& s) {
+    return std::max({s[0], s[1], s[2]}) / std::min({s[0], s[1], s[2]}) > 3.0;
+  };
+  SeparateZ r;
+  std::vector<int> axes;
+  bool has_axis = false;
+  if (force_separate_z.has_value()) {
+    r.separate = *force_separate_z;
+    if (r.separate) {
+      axes = lowres(spacing);
+      has_axis = true;
+    }
+  } else if (anisotropic(spacing)) {
+    r.separate = true;
+    axes = lowres(spacing);
+    has_axis = true;
+  } else if (anisotropic(target)) {
+    r.separate = true;
+    axes = lowres(target);
+    has_axis = true;
+  }
+  if (has_axis && axes.size() != 1) r.separate = false;
+  r.axis = r.separate ? axes[0] : -1;
+  return r;
+}
+
+Shape3 resampled_shape(const std::array<double, 3>& spacing, const std::array<double, 3>& target, const Shape3& shape) {
+  Shape3 s{};
+  for (int a = 0; a < 3; ++a)
+    s[a] = static_cast<int64_t>(std::nearbyint((spacing[a] / target[a]) * static_cast<double>(shape[a])));
+  return s;
+}
+
+void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+                      const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                      const ResampleSettings& settings, std::vector<Array3<float>>& data_out, Array3<float>& seg_out) {
+  AMOSPREP_ISA_DISPATCH(resample_patient, data, seg, spacing, target, settings, data_out, seg_out);
+}
+void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
+  AMOSPREP_ISA_DISPATCH(resize_data, in, out_shape, order, out);
+}
+void resize_segmentation(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out) {
+  AMOSPREP_ISA_DISPATCH(resize_segmentation, seg, out_shape, order, out);
+}
+void resize_data_slices(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
+  AMOSPREP_ISA_DISPATCH(resize_data_slices, in, out_shape, order, out);
+}
+void resize_segmentation_slices(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out) {
+  AMOSPREP_ISA_DISPATCH(resize_segmentation_slices, seg, out_shape, order, out);
+}
+void release_resample_buffers() { AMOSPREP_ISA_DISPATCH(release_resample_buffers); }
+
+namespace resample_detail {
+Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int order, int ndim, bool exact) {
+  return AMOSPREP_ISA_DISPATCH(resample_detail::resize_f64, in, out_shape, order, ndim, exact);
+}
+std::vector<double> spline_filter_line(std::vector<double> line) {
+  return AMOSPREP_ISA_DISPATCH(resample_detail::spline_filter_line, std::move(line));
+}
+void set_parallel_grain(int64_t voxels) { g_parallel_grain = std::max<int64_t>(1, voxels); }
+int64_t parallel_grain() { return g_parallel_grain; }
+}  // namespace resample_detail
+
+#endif  // !AMOSPREP_ISA_V3
 
 }  // namespace amosprep

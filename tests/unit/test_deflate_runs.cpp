@@ -7,6 +7,7 @@
 #include <random>
 
 #include "amosprep/deflate_runs.hpp"
+#include "amosprep/isa.hpp"
 
 using namespace amosprep;
 
@@ -128,4 +129,19 @@ TEST(DeflateRunsTest, ReusedCompressorGivesTheSameStream) {
   EXPECT_TRUE(first == deflate_runs(big.data(), big.size()));
   EXPECT_TRUE(second == deflate_runs(small.data(), small.size()));
   EXPECT_TRUE(inflate_raw(second, small.size()) == small);
+}
+
+TEST(DeflateRunsTest, BaselineAndV3VariantsGiveTheSameStream) {
+  const Isa before = active_isa();
+  if (set_active_isa(Isa::x86_64_v3) != Isa::x86_64_v3) {
+    set_active_isa(before);
+    GTEST_SKIP() << "this binary or CPU has no x86-64-v3 variant";
+  }
+  const auto bytes = bytes_of(volume_like(2'300'000, 6));
+  const auto v3 = deflate_runs(bytes.data(), bytes.size());
+  set_active_isa(Isa::baseline);
+  const auto base = deflate_runs(bytes.data(), bytes.size());
+  set_active_isa(before);
+  EXPECT_TRUE(v3 == base);
+  EXPECT_TRUE(inflate_raw(v3, bytes.size()) == bytes);
 }

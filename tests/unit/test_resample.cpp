@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "amosprep/error.hpp"
+#include "amosprep/isa.hpp"
 #include "amosprep/resample.hpp"
 
 using namespace amosprep;
@@ -714,4 +715,34 @@ TEST(ResampleDecision, DataOnlyAndSegOnlyCalls) {
   EXPECT_EQ(hash_f32(sout), 47406850089418752u);
   EXPECT_THROW(resample_patient({}, Array3<float>(), {1, 1, 1}, {1, 1, 1}, st, dout, sout), UsageError);
   EXPECT_THROW(resample_patient({d}, seg_a({9, 30, 27}), {1, 1, 1}, {1, 1, 1}, st, dout, sout), InputError);
+}
+
+TEST(ResampleIsa, BaselineAndV3VariantsGiveIdenticalResults) {
+  const Isa before = active_isa();
+  if (set_active_isa(Isa::x86_64_v3) != Isa::x86_64_v3) {
+    set_active_isa(before);
+    GTEST_SKIP() << "this binary or CPU has no x86-64-v3 variant";
+  }
+  const Shape3 in{21, 40, 47};
+  const Array3<float> da = data_a(in), db = data_b(in), s = seg_a(in);
+  auto run = [&](Isa isa, const Array3<float>& d, std::optional<bool> force, int so, std::vector<Array3<float>>& dout,
+                 Array3<float>& sout) {
+    set_active_isa(isa);
+    ResampleSettings st;
+    st.force_separate_z = force;
+    st.order_seg = so;
+    resample_patient({d}, s, {3.0, 0.8, 0.7}, {1.1, 1.0, 0.9}, st, dout, sout);
+  };
+  for (const Array3<float>* d : {&da, &db})
+    for (auto [force, so] : {std::pair<std::optional<bool>, int>{false, 3}, {false, 1}, {true, 0}, {std::nullopt, 1}}) {
+      std::vector<Array3<float>> d_base, d_v3;
+      Array3<float> s_base, s_v3;
+      run(Isa::baseline, *d, force, so, d_base, s_base);
+      run(Isa::x86_64_v3, *d, force, so, d_v3, s_v3);
+      ASSERT_EQ(d_base.size(), 1u);
+      EXPECT_EQ(hash_f32(d_base[0]), hash_f32(d_v3[0]));
+      EXPECT_EQ(d_base[0].v, d_v3[0].v);
+      EXPECT_EQ(s_base.v, s_v3.v);
+    }
+  set_active_isa(before);
 }
