@@ -9,11 +9,14 @@
 #include "amosprep/isa.hpp"
 
 namespace amosprep {
+namespace {
+constexpr size_t kSegmentBytes = size_t(1) << 20;  // fixed, so the output is the same for any thread count
+}  // namespace
+
 namespace AMOSPREP_ISA_NS {  // compiled once per instruction-set variant (isa.hpp)
 
 namespace {
 
-constexpr size_t kSegmentBytes = size_t(1) << 20;  // fixed, so the output is the same for any thread count
 constexpr int kLitLenSymbols = 286, kMaxBits = 15, kMaxCodeLengthBits = 7;
 constexpr int kMinMatch = 3, kMaxMatch = 258, kDistance = 4, kDistanceSymbol = 3;
 
@@ -348,10 +351,6 @@ void deflate_runs_segment(const unsigned char* data, size_t n, DeflateBuffer& ou
 void deflate_runs_segment(const unsigned char* data, size_t n, DeflateBuffer& out) {
   AMOSPREP_ISA_DISPATCH(deflate_runs_segment, data, n, out);
 }
-
-namespace {
-constexpr size_t kSegmentBytes = isa_base::kSegmentBytes;
-}  // namespace
 
 void DeflateBuffer::grow(size_t new_capacity, size_t keep) {
   std::unique_ptr<unsigned char[]> fresh(new unsigned char[new_capacity]);  // uninitialised on purpose

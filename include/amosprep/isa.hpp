@@ -15,7 +15,7 @@ namespace amosprep {
 enum class Isa { baseline, x86_64_v3 };
 
 /// The variant in use, decided once per process: x86-64-v3 when the binary has it and the CPU supports it, unless
-/// the environment variable AMOSPREP_ISA is `baseline` (or `v3`, which is ignored where it cannot run).
+/// the environment variable AMOSPREP_ISA is `baseline`.
 Isa active_isa();
 
 /// "baseline" or "x86-64-v3".
