@@ -58,15 +58,15 @@ class BucketOf {
 // Linear voxel indices per bucket, each in C order (what np.argwhere returns, flattened). Count pass, then a fill
 // pass at per-slice offsets, both parallel over z; the result does not depend on the thread count.
 template <class Idx>
-std::vector<std::vector<Idx>> bucket_voxels(const Array3<float>& seg, const BucketOf& bucket_of, size_t n_buckets) {
-  const int64_t nz = seg.shape[0];
-  const int64_t slice = seg.shape[1] * seg.shape[2];
-  const float* s = seg.data();
+std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const float*>& slices, const Shape3& shape,
+                                            const BucketOf& bucket_of, size_t n_buckets) {
+  const int64_t nz = shape[0];
+  const int64_t slice = shape[1] * shape[2];
   std::vector<int64_t> counts(static_cast<size_t>(nz) * n_buckets, 0);
 #pragma omp parallel for schedule(static) if (nz * slice > kParallelMinVoxels)
   for (int64_t z = 0; z < nz; ++z) {
     int64_t* c = counts.data() + static_cast<size_t>(z) * n_buckets;
-    const float* p = s + z * slice;
+    const float* p = slices[static_cast<size_t>(z)];
     for (int64_t t = 0; t < slice; ++t) {
       const int32_t b = bucket_of(p[t]);
       if (b >= 0) ++c[b];
@@ -88,7 +88,7 @@ std::vector<std::vector<Idx>> bucket_voxels(const Array3<float>& seg, const Buck
   for (int64_t z = 0; z < nz; ++z) {
     std::vector<int64_t> pos(offsets.begin() + static_cast<int64_t>(static_cast<size_t>(z) * n_buckets),
                              offsets.begin() + static_cast<int64_t>(static_cast<size_t>(z + 1) * n_buckets));
-    const float* p = s + z * slice;
+    const float* p = slices[static_cast<size_t>(z)];
     const int64_t first = z * slice;
     for (int64_t t = 0; t < slice; ++t) {
       const int32_t b = bucket_of(p[t]);
@@ -99,7 +99,8 @@ std::vector<std::vector<Idx>> bucket_voxels(const Array3<float>& seg, const Buck
 }
 
 template <class Idx>
-ClassLocations sample_impl(const Array3<float>& seg, const std::vector<int64_t>& all_classes, uint32_t seed) {
+ClassLocations sample_impl(const std::vector<const float*>& slices, const Shape3& shape,
+                           const std::vector<int64_t>& all_classes, uint32_t seed) {
   // Distinct float32 class values (two int classes that round to the same float share a bucket).
   std::vector<float> bucket_values;
   std::vector<size_t> bucket_of_class(all_classes.size());
@@ -110,11 +111,11 @@ ClassLocations sample_impl(const Array3<float>& seg, const std::vector<int64_t>&
     if (b == bucket_values.size()) bucket_values.push_back(fc);
     bucket_of_class[i] = b;
   }
-  std::vector<std::vector<Idx>> buckets = bucket_voxels<Idx>(seg, BucketOf(bucket_values), bucket_values.size());
+  std::vector<std::vector<Idx>> buckets = bucket_voxels<Idx>(slices, shape, BucketOf(bucket_values), bucket_values.size());
   std::vector<int> uses_left(bucket_values.size(), 0);
   for (size_t b : bucket_of_class) ++uses_left[b];
 
-  const int64_t ny = seg.shape[1], nx = seg.shape[2];
+  const int64_t ny = shape[1], nx = shape[2];
   LegacyRandomState rs(seed);
   ClassLocations out;
   for (size_t i = 0; i < all_classes.size(); ++i) {
@@ -153,15 +154,27 @@ ClassLocations sample_impl(const Array3<float>& seg, const std::vector<int64_t>&
   return out;
 }
 
+ClassLocations sample_slices(const std::vector<const float*>& slices, const Shape3& shape,
+                             const std::vector<int64_t>& all_classes, uint32_t seed) {
+  if (voxel_count(shape) <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()))
+    return sample_impl<uint32_t>(slices, shape, all_classes, seed);
+  return sample_impl<int64_t>(slices, shape, all_classes, seed);
+}
+
 }  // namespace
 
 ClassLocations sample_class_locations(const Array3<float>& seg, const std::vector<int64_t>& all_classes,
                                       uint32_t seed) {
   if (static_cast<int64_t>(seg.size()) != voxel_count(seg.shape))
     throw std::invalid_argument("sample_class_locations: seg size does not match its shape");
-  if (voxel_count(seg.shape) <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()))
-    return sample_impl<uint32_t>(seg, all_classes, seed);
-  return sample_impl<int64_t>(seg, all_classes, seed);
+  std::vector<const float*> slices(static_cast<size_t>(seg.shape[0]));
+  for (int64_t z = 0; z < seg.shape[0]; ++z) slices[static_cast<size_t>(z)] = seg.data() + z * seg.shape[1] * seg.shape[2];
+  return sample_slices(slices, seg.shape, all_classes, seed);
+}
+
+ClassLocations sample_class_locations(const SliceMappedVolume& seg, const std::vector<int64_t>& all_classes,
+                                      uint32_t seed) {
+  return sample_slices(seg.slice_pointers(), seg.shape, all_classes, seed);
 }
 
 py::Value class_locations_to_py(const ClassLocations& locations) {

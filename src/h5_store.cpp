@@ -183,14 +183,20 @@ static hid_t memory_type_of(hid_t dset) {
 void H5Store::write_independent(const std::string& path, const void* data) { write_independent_rows(path, 0, -1, data); }
 
 void H5Store::write_independent_f32_as_i8(const std::string& path, const float* data) {
-  write_chunks(path, 0, -1, data, true);
+  write_chunks(path, 0, -1, data, nullptr, true);
 }
 
 void H5Store::write_independent_rows(const std::string& path, int64_t first, int64_t count, const void* data) {
-  write_chunks(path, first, count, data, false);
+  write_chunks(path, first, count, data, nullptr, false);
 }
 
-void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count, const void* data, bool f32_to_i8) {
+void H5Store::write_independent_planes(const std::string& path, int64_t first, int64_t count,
+                                       const std::vector<const void*>& planes, bool f32_to_i8) {
+  write_chunks(path, first, count, nullptr, &planes, f32_to_i8);
+}
+
+void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count, const void* data,
+                           const std::vector<const void*>* planes, bool f32_to_i8) {
   Handle d(checked(H5Dopen2(static_cast<hid_t>(file_), path.c_str(), H5P_DEFAULT), path_, "open dataset " + path),
            H5Dclose);
   Handle space(checked(H5Dget_space(d), path_, "get_space"), H5Sclose);
@@ -201,8 +207,8 @@ void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count
   Handle dcpl(checked(H5Dget_create_plist(d), path_, "get_create_plist"), H5Pclose);
   const int rank = H5Sget_simple_extent_ndims(space);
   if (H5Pget_layout(dcpl) != H5D_CHUNKED || rank < 1 || rank > 4) {
-    if (first != 0 || count != -1 || f32_to_i8)
-      throw InternalError("row-range or converting write of an unchunked dataset " + path);
+    if (first != 0 || count != -1 || f32_to_i8 || planes)
+      throw InternalError("row-range, plane-wise or converting write of an unchunked dataset " + path);
     checked(H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, dxpl, data), path_, "write " + path);
     return;
   }
@@ -228,10 +234,19 @@ void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count
     throw InternalError("row range of " + path + " not on chunk boundaries");
   const size_t chunk_bytes = static_cast<size_t>(C[0] * C[1] * C[2] * C[3]) * elem;
   std::vector<char> staging(chunk_bytes);
-  const char* src = static_cast<const char*>(data);
   hsize_t begin[4] = {0, 0, 0, 0}, end[4] = {D[0], D[1], D[2], D[3]};
   begin[lead] = row0;
   end[lead] = row0 + rows;
+  // The source as planes of D[2] x D[3] elements, one per (axis 0, axis 1) index pair of the written rows.
+  const hsize_t n_planes = (end[0] - begin[0]) * (end[1] - begin[1]);
+  const hsize_t row_len = end[3] - begin[3], plane_bytes = (end[2] - begin[2]) * row_len * src_elem;
+  std::vector<const char*> plane(n_planes);
+  if (planes) {
+    if (planes->size() != n_planes) throw InternalError("plane-wise write of " + path + ": wrong number of planes");
+    for (hsize_t p = 0; p < n_planes; ++p) plane[p] = static_cast<const char*>((*planes)[p]);
+  } else {
+    for (hsize_t p = 0; p < n_planes; ++p) plane[p] = static_cast<const char*>(data) + p * plane_bytes;
+  }
   for (hsize_t c0 = begin[0]; c0 < end[0]; c0 += C[0])
     for (hsize_t c1 = begin[1]; c1 < end[1]; c1 += C[1])
       for (hsize_t c2 = begin[2]; c2 < end[2]; c2 += C[2])
@@ -243,14 +258,14 @@ void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count
           for (hsize_t i0 = 0; i0 < n[0]; ++i0)
             for (hsize_t i1 = 0; i1 < n[1]; ++i1)
               for (hsize_t i2 = 0; i2 < n[2]; ++i2) {
-                const hsize_t z[4] = {c0 + i0 - begin[0], c1 + i1 - begin[1], c2 + i2 - begin[2], c3 - begin[3]};
-                const hsize_t offset = ((z[0] * D[1] + z[1]) * D[2] + z[2]) * D[3] + z[3];
+                const char* row = plane[(c0 + i0 - begin[0]) * (end[1] - begin[1]) + (c1 + i1 - begin[1])] +
+                                  ((c2 + i2 - begin[2]) * row_len + (c3 - begin[3])) * src_elem;
                 char* out = staging.data() + ((i0 * C[1] + i1) * C[2] + i2) * C[3] * elem;
                 if (f32_to_i8) {
-                  const float* f = reinterpret_cast<const float*>(src + offset * src_elem);
+                  const float* f = reinterpret_cast<const float*>(row);
                   for (hsize_t k = 0; k < n[3]; ++k) out[k] = static_cast<char>(static_cast<int8_t>(f[k]));
                 } else {
-                  std::memcpy(out, src + offset * elem, n[3] * elem);
+                  std::memcpy(out, row, n[3] * elem);
                 }
               }
           const hsize_t start4[4] = {c0, c1, c2, c3};

@@ -324,7 +324,9 @@ class Pipeline {
   void h5_create_case_datasets();
   // Chunked layout, in preprocessing: one image channel; the segmentation (float32 in, stored as int8).
   void h5_write_channel(int stage, size_t i, size_t channel, const float* data);
+  void h5_write_channel(int stage, size_t i, size_t channel, const SliceMappedVolume& data);
   void h5_write_seg(int stage, size_t i, const float* seg_f32);
+  void h5_write_seg(int stage, size_t i, const SliceMappedVolume& seg);
   // Writes one case-stage into the store: each image channel and the segmentation (float32, stored as int8).
   void h5_write_volume(int stage, size_t i, const std::vector<const float*>& channels, const float* seg_f32,
                        const Shape3& s);
@@ -748,43 +750,56 @@ void Pipeline::process_case_stage(int stage, size_t i, CropResult& crop, bool la
   bool mask_needed = false;
   for (size_t c = 0; c < channels; ++c)
     mask_needed = mask_needed || (plan_.normalization_schemes.at(c) == "nonCT" && plan_.use_mask_for_norm.at(c));
-  std::vector<Array3<float>> data_out;
-  Array3<float> seg_out;
+  // Outputs keep repeated slices once (separate-z along axis 0): the CT normalisation is pointwise, so it runs
+  // on the distinct slices; the writers follow the slice mapping. Schemes with per-volume statistics get the full
+  // volume.
+  std::vector<SliceMappedVolume> data_out;
+  SliceMappedVolume seg_out;
+  auto full_volume = [](SliceMappedVolume& m) {
+    if (m.repeats_slices()) m = slice_mapped(expand_slices(m));
+  };
   auto resample_seg = [&] {
     ScopedPhase t(times_, "resample", &case_log_entry_);
-    std::vector<Array3<float>> no_data;
-    resample_patient({}, crop.seg, meta.geom.spacing, sp.current_spacing, rs, no_data, seg_out);
-    for (auto& x : seg_out.v)
+    std::vector<SliceMappedVolume> no_data;
+    resample_patient_mapped({}, crop.seg, meta.geom.spacing, sp.current_spacing, rs, no_data, seg_out);
+    for (auto& x : seg_out.planes.v)
       if (x < -1.0f) x = 0.0f;
+    if (mask_needed) full_volume(seg_out);
   };
   if (mask_needed) resample_seg();
   {
     ScopedPhase t(times_, "resample", &case_log_entry_);
-    Array3<float> no_seg, unused;
-    resample_patient(data, no_seg, meta.geom.spacing, sp.current_spacing, rs, data_out, unused);
+    Array3<float> no_seg;
+    SliceMappedVolume unused;
+    resample_patient_mapped(data, no_seg, meta.geom.spacing, sp.current_spacing, rs, data_out, unused);
   }
   nan_free.clear();
   if (last_stage) std::vector<Array3<float>>().swap(crop.data);
   std::optional<ScopedPhase> normalizing(std::in_place, times_, "normalize", &case_log_entry_);
   for (size_t c = 0; c < data_out.size(); ++c) {
     const std::string& scheme = plan_.normalization_schemes.at(c);
-    if (scheme == "CT") normalize_ct(data_out[c], fp_.global_stats.at(c));
-    else if (scheme == "CT2") normalize_ct2(data_out[c], fp_.global_stats.at(c));
-    else if (scheme == "nonCT") normalize_nonct(data_out[c], plan_.use_mask_for_norm.at(c) ? &seg_out : nullptr);
+    if (scheme != "CT") full_volume(data_out[c]);
+    Array3<float>& planes = data_out[c].planes;
+    if (scheme == "CT") normalize_ct(planes, fp_.global_stats.at(c));
+    else if (scheme == "CT2") normalize_ct2(planes, fp_.global_stats.at(c));
+    else if (scheme == "nonCT") normalize_nonct(planes, plan_.use_mask_for_norm.at(c) ? &seg_out.planes : nullptr);
   }
   normalizing.reset();
   for (const auto& ch : data_out)
     AMOSPREP_VERIFY(ch.shape == s, "resampled shape differs from the planned shape");
   if (chunked_h5) {
     ScopedPhase t(times_, "hdf5", &case_log_entry_);
-    for (size_t c = 0; c < channels; ++c) h5_write_channel(stage, i, c, data_out[c].data());
+    for (size_t c = 0; c < channels; ++c) h5_write_channel(stage, i, c, data_out[c]);
   }
-  // The export array (C+1, z, y, x) goes to the npz piece by piece from the channel and segmentation buffers.
+  // The export array (C+1, z, y, x) goes to the npz slice by slice from the channel and segmentation buffers.
+  auto add_slices = [](NpzWriter& w, const SliceMappedVolume& m) {
+    const size_t bytes = static_cast<size_t>(m.shape[1] * m.shape[2]) * sizeof(float);
+    for (int64_t z = 0; z < m.shape[0]; ++z) w.add_piece({reinterpret_cast<const unsigned char*>(m.slice(z)), bytes});
+  };
   std::optional<ScopedPhase> exporting(std::in_place, times_, "export_npz", &case_log_entry_);
   NpzWriter npz_writer(npz, opt_.npz_compression);
   npz_writer.begin_member("data", py::DType::f4, {static_cast<int64_t>(channels + 1), s[0], s[1], s[2]});
-  for (const auto& ch : data_out)
-    npz_writer.add_piece({reinterpret_cast<const unsigned char*>(ch.data()), ch.size() * sizeof(float)});
+  for (const auto& ch : data_out) add_slices(npz_writer, ch);
   exporting.reset();
   if (npz_writer.releases_pieces()) data_out.clear();
 
@@ -795,15 +810,15 @@ void Pipeline::process_case_stage(int stage, size_t i, CropResult& crop, bool la
   sampling.reset();
   if (chunked_h5) {
     ScopedPhase t(times_, "hdf5", &case_log_entry_);
-    h5_write_seg(stage, i, seg_out.data());
+    h5_write_seg(stage, i, seg_out);
   }
   exporting.emplace(times_, "export_npz", &case_log_entry_);
-  npz_writer.add_piece({reinterpret_cast<const unsigned char*>(seg_out.data()), seg_out.size() * sizeof(float)});
+  add_slices(npz_writer, seg_out);
   npz_writer.end_member();
   const FileDigest npz_digest = npz_writer.close();
   exporting.reset();
   data_out.clear();
-  seg_out = Array3<float>();
+  seg_out = SliceMappedVolume();
 
   py::Value props = cropped_properties_py(meta);
   py::dict_set(props, "use_nonzero_mask_for_norm", use_mask_py(plan_));
@@ -951,8 +966,22 @@ void Pipeline::h5_write_channel(int stage, size_t i, size_t channel, const float
   h5_->write_independent_rows(h5_case_group(stage, i) + "/data", static_cast<int64_t>(channel), 1, data);
 }
 
+void Pipeline::h5_write_channel(int stage, size_t i, size_t channel, const SliceMappedVolume& data) {
+  const std::vector<const float*> slices = data.slice_pointers();
+  h5_->write_independent_planes(h5_case_group(stage, i) + "/data", static_cast<int64_t>(channel), 1,
+                                std::vector<const void*>(slices.begin(), slices.end()), false);
+}
+
 void Pipeline::h5_write_seg(int stage, size_t i, const float* seg_f32) {
   h5_->write_independent_f32_as_i8(h5_case_group(stage, i) + "/seg", seg_f32);
+  h5_->release_written_pages();
+  h5_data_written_[static_cast<size_t>(stage)][i] = true;
+}
+
+void Pipeline::h5_write_seg(int stage, size_t i, const SliceMappedVolume& seg) {
+  const std::vector<const float*> slices = seg.slice_pointers();
+  h5_->write_independent_planes(h5_case_group(stage, i) + "/seg", 0, -1,
+                                std::vector<const void*>(slices.begin(), slices.end()), true);
   h5_->release_written_pages();
   h5_data_written_[static_cast<size_t>(stage)][i] = true;
 }

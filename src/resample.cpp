@@ -37,6 +37,7 @@ constexpr int64_t kCubicReach = 2;
 constexpr int kTileLanes = 32;     // lines prefiltered together along axes 0 and 1
 constexpr int kRowLanes = 4;       // rows prefiltered together along axis 2
 constexpr int64_t kSlabBatch = 8;  // z slabs computed between two emissions of output planes
+constexpr int64_t kSliceBatch = 16;  // slices per zoom in slice-wise (separate-z) resizing
 
 int threads_for(int64_t work) {
   return static_cast<int>(
@@ -650,19 +651,26 @@ void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int orde
     }
     return;
   }
-  Zoom<float, Widen> zoom(in, Widen{}, maps, full_region(maps), true);
-  const int64_t m2n = out_shape[2];
-  zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
-    const double clo = lo[static_cast<size_t>(slices ? k0 : 0)], chi = hi[static_cast<size_t>(slices ? k0 : 0)];
-    auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
-    float* d = &out(k0, k1, 0);
-    for (int64_t k2 = 0; k2 < m2n; ++k2) {
-      const double v = line[k2] + 0.0;  // scipy's sum starts at +0.0, so it never yields -0.0
-      const double tol = kDataGuard * bound[k2];
-      const float r_lo = static_cast<float>(clip(v - tol)), r_hi = static_cast<float>(clip(v + tol));
-      d[k2] = r_lo == r_hi ? r_lo : static_cast<float>(clip(zoom.exact(k0, k1, k2)));
-    }
-  });
+  // Slices are independent: they go through in batches, so the coefficient buffer holds one batch, not the volume.
+  const Region whole = full_region(maps);
+  const int64_t batch = slices ? kSliceBatch : in.shape[0];
+  for (int64_t b0 = 0; b0 < out_shape[0]; b0 += batch) {
+    Region reg = whole;
+    if (slices) reg.out[0] = reg.need[0] = reg.win[0] = {b0, std::min(out_shape[0], b0 + batch)};
+    Zoom<float, Widen> zoom(in, Widen{}, maps, reg, true);
+    const int64_t m2n = out_shape[2];
+    zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
+      const double clo = lo[static_cast<size_t>(slices ? k0 : 0)], chi = hi[static_cast<size_t>(slices ? k0 : 0)];
+      auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
+      float* d = &out(k0, k1, 0);
+      for (int64_t k2 = 0; k2 < m2n; ++k2) {
+        const double v = line[k2] + 0.0;  // scipy's sum starts at +0.0, so it never yields -0.0
+        const double tol = kDataGuard * bound[k2];
+        const float r_lo = static_cast<float>(clip(v - tol)), r_hi = static_cast<float>(clip(v + tol));
+        d[k2] = r_lo == r_hi ? r_lo : static_cast<float>(clip(zoom.exact(k0, k1, k2)));
+      }
+    });
+  }
 }
 
 // One label's output box (and its sampled source range) for a label whose source bounding box is `bb`
@@ -919,6 +927,49 @@ void resample_patient(const std::vector<Array3<float>>& data, const Array3<float
     seg_out = Array3<float>();
 }
 
+void resample_patient_mapped(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+                             const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                             const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
+                             SliceMappedVolume& seg_out) {
+  const bool has_seg = seg.size() > 0;
+  if (data.empty() && !has_seg) throw UsageError("resample_patient needs data or a segmentation");
+  const Shape3 shape = data.empty() ? seg.shape : data[0].shape;
+  const Shape3 new_shape = resampled_shape(spacing, target, shape);
+  const SeparateZ sz = decide_separate_z(spacing, target, settings.force_separate_z);
+  const bool mapped = sz.separate && sz.axis == 0 && shape[0] != new_shape[0];
+  if (!mapped) {
+    std::vector<Array3<float>> d;
+    Array3<float> s;
+    AMOSPREP_ISA_NS::resample_patient(data, seg, spacing, target, settings, d, s);
+    data_out.clear();
+    for (auto& c : d) data_out.push_back(slice_mapped(std::move(c)));
+    seg_out = has_seg ? slice_mapped(std::move(s)) : SliceMappedVolume();
+    return;
+  }
+  for (const auto& c : data)
+    if (c.shape != shape) throw InputError("", "", "data channels differ in shape");
+  if (has_seg && seg.shape != shape) throw InputError("", "", "segmentation and data differ in shape");
+  if (settings.order_z_data != 0 || settings.order_z_seg != 0)
+    throw UsageError("separate-z resampling with order_z > 0 is not supported");
+  const Shape3 plane_shape{shape[0], new_shape[1], new_shape[2]};
+  const std::vector<int64_t> plane_of = nearest_slices(shape[0], new_shape[0]);
+  auto finish = [&](SliceMappedVolume& m) {
+    m.shape = new_shape;
+    m.plane_of = plane_of;
+  };
+  data_out.resize(data.size());
+  for (size_t c = 0; c < data.size(); ++c) {
+    resize_data_impl(data[c], plane_shape, settings.order_data, true, data_out[c].planes);
+    finish(data_out[c]);
+  }
+  if (has_seg) {
+    resize_segmentation_impl(seg, plane_shape, settings.order_seg, true, seg_out.planes);
+    finish(seg_out);
+  } else {
+    seg_out = SliceMappedVolume();
+  }
+}
+
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
   resize_data_impl(in, out_shape, order, false, out);
 }
@@ -984,6 +1035,10 @@ namespace isa_v3 {
 void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
                       const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                       const ResampleSettings& settings, std::vector<Array3<float>>& data_out, Array3<float>& seg_out);
+void resample_patient_mapped(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+                             const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                             const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
+                             SliceMappedVolume& seg_out);
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
 void resize_segmentation(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out);
 void resize_data_slices(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
@@ -1042,6 +1097,12 @@ void resample_patient(const std::vector<Array3<float>>& data, const Array3<float
                       const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                       const ResampleSettings& settings, std::vector<Array3<float>>& data_out, Array3<float>& seg_out) {
   AMOSPREP_ISA_DISPATCH(resample_patient, data, seg, spacing, target, settings, data_out, seg_out);
+}
+void resample_patient_mapped(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+                             const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                             const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
+                             SliceMappedVolume& seg_out) {
+  AMOSPREP_ISA_DISPATCH(resample_patient_mapped, data, seg, spacing, target, settings, data_out, seg_out);
 }
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
   AMOSPREP_ISA_DISPATCH(resize_data, in, out_shape, order, out);

@@ -22,6 +22,10 @@ struct ClassLocations {
 /// whole call. The seg is scanned once (in parallel) to bucket voxel indices per class.
 ClassLocations sample_class_locations(const Array3<float>& seg, const std::vector<int64_t>& all_classes,
                                       uint32_t seed = 1234);
+/// The same for a volume with repeated slices (the scan follows seg.slice(z); results equal those of the full
+/// volume).
+ClassLocations sample_class_locations(const SliceMappedVolume& seg, const std::vector<int64_t>& all_classes,
+                                      uint32_t seed = 1234);
 
 /// dict{int: (k, 3) int64 ndarray, or [] for an absent class}, as nnU-Net pickles it.
 py::Value class_locations_to_py(const ClassLocations& locations);

@@ -1,8 +1,10 @@
 #pragma once
 // 3-D arrays in numpy C order (z, y, x) and image geometry with nnU-Net's (SimpleITK) conventions.
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace amosprep {
@@ -29,6 +31,49 @@ struct Array3 {
   T& operator()(int64_t z, int64_t y, int64_t x) { return v[index(z, y, x)]; }
   const T& operator()(int64_t z, int64_t y, int64_t x) const { return v[index(z, y, x)]; }
 };
+
+/// A (z, y, x) float32 volume whose z slices may repeat: slice z is slice `plane_of[z]` of `planes`. The
+/// separate-z resampling (nearest along z) gives this without copying the repeated slices; a plain volume has
+/// plane_of[z] = z.
+struct SliceMappedVolume {
+  Shape3 shape{0, 0, 0};          ///< the full (z, y, x) shape
+  Array3<float> planes;           ///< the distinct slices, shape (n, y, x)
+  std::vector<int64_t> plane_of;  ///< for each z, its slice in `planes`
+
+  const float* slice(int64_t z) const {
+    return planes.data() + plane_of[static_cast<size_t>(z)] * shape[1] * shape[2];
+  }
+  /// One pointer per z slice (y * x contiguous values each).
+  std::vector<const float*> slice_pointers() const {
+    std::vector<const float*> p(static_cast<size_t>(shape[0]));
+    for (int64_t z = 0; z < shape[0]; ++z) p[static_cast<size_t>(z)] = slice(z);
+    return p;
+  }
+  bool repeats_slices() const { return planes.shape[0] != shape[0]; }
+};
+
+/// Takes `a` over as a SliceMappedVolume with one plane per slice (no copy).
+inline SliceMappedVolume slice_mapped(Array3<float>&& a) {
+  SliceMappedVolume m;
+  m.shape = a.shape;
+  m.plane_of.resize(static_cast<size_t>(a.shape[0]));
+  for (int64_t z = 0; z < a.shape[0]; ++z) m.plane_of[static_cast<size_t>(z)] = z;
+  m.planes = std::move(a);
+  return m;
+}
+
+/// The full volume of `m` (repeated slices copied out).
+inline Array3<float> expand_slices(const SliceMappedVolume& m) {
+  Array3<float> a;
+  a.shape = m.shape;
+  a.v.resize(static_cast<size_t>(voxel_count(m.shape)));
+  const int64_t plane = m.shape[1] * m.shape[2];
+  for (int64_t z = 0; z < m.shape[0]; ++z) {
+    const float* s = m.slice(z);
+    std::copy(s, s + plane, a.v.begin() + z * plane);
+  }
+  return a;
+}
 
 /// Geometry of a NIfTI image as SimpleITK reports it (what nnU-Net stores in its properties).
 struct Geometry {

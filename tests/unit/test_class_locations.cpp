@@ -130,3 +130,21 @@ TEST(ClassLocations, NegativeClassValue) {
   EXPECT_EQ(cl.coords[1][0], (std::array<int64_t, 3>{2, 1, 4}));
   EXPECT_EQ(cl.coords[1][17], (std::array<int64_t, 3>{2, 3, 2}));
 }
+
+TEST(ClassLocations, RepeatedSlicesGiveTheSameDrawsAsTheFullVolume) {
+  // 3 distinct slices mapped to 7 output slices (as a separate-z upsampling along z produces them).
+  SliceMappedVolume m;
+  m.shape = {7, 20, 30};
+  m.planes = Array3<float>({3, 20, 30});
+  for (size_t i = 0; i < m.planes.v.size(); ++i) m.planes.v[i] = static_cast<float>((i * 7 + i / 31) % 5);
+  m.plane_of = {0, 0, 1, 1, 1, 2, 2};
+  const Array3<float> full = expand_slices(m);
+  EXPECT_EQ(full(3, 4, 5), m.planes(1, 4, 5));
+  const ClassLocations a = sample_class_locations(m, {0, 1, 2, 3, 4, 9});
+  const ClassLocations b = sample_class_locations(full, {0, 1, 2, 3, 4, 9});
+  EXPECT_EQ(a.classes, b.classes);
+  ASSERT_EQ(a.coords.size(), 6u);
+  EXPECT_EQ(a.coords, b.coords);
+  EXPECT_FALSE(a.coords[1].empty());
+  EXPECT_TRUE(a.coords[5].empty());
+}

@@ -746,3 +746,52 @@ TEST(ResampleIsa, BaselineAndV3VariantsGiveIdenticalResults) {
     }
   set_active_isa(before);
 }
+
+// ---- outputs with repeated slices (separate-z along axis 0) ----------------------------------------------------
+
+TEST(ResampleMapped, ExpandsToTheGoldenSeparateZResult) {
+  const Array3<float> d = data_a({9, 30, 28}), s = seg_a({9, 30, 28});
+  ResampleSettings st;
+  std::vector<SliceMappedVolume> dout;
+  SliceMappedVolume sout;
+  resample_patient_mapped({d}, s, {5.0, 0.8, 0.8}, {2.0, 1.0, 1.0}, st, dout, sout);
+  ASSERT_EQ(dout.size(), 1u);
+  EXPECT_TRUE(dout[0].repeats_slices());
+  EXPECT_EQ(dout[0].planes.shape, (Shape3{9, 24, 22}));  // the in-plane resized slices only
+  EXPECT_EQ(sout.planes.shape, (Shape3{9, 24, 22}));
+  const Array3<float> full_d = expand_slices(dout[0]), full_s = expand_slices(sout);
+  EXPECT_EQ(full_d.shape, (Shape3{22, 24, 22}));
+  EXPECT_EQ(hash_f32(full_d), 297002818412452117u);  // same goldens as DataOnlyAndSegOnlyCalls
+  EXPECT_EQ(hash_f32(full_s), 47406850089418752u);
+}
+
+TEST(ResampleMapped, WithoutSeparateZItIsThePlainResultWithIdentityMapping) {
+  const Array3<float> d = data_a({9, 30, 28}), s = seg_a({9, 30, 28});
+  ResampleSettings st;
+  std::vector<Array3<float>> plain_d;
+  Array3<float> plain_s;
+  resample_patient({d}, s, {2.0, 0.8, 0.8}, {1.5, 1.0, 1.0}, st, plain_d, plain_s);
+  std::vector<SliceMappedVolume> dout;
+  SliceMappedVolume sout;
+  resample_patient_mapped({d}, s, {2.0, 0.8, 0.8}, {1.5, 1.0, 1.0}, st, dout, sout);
+  ASSERT_EQ(dout.size(), 1u);
+  EXPECT_FALSE(dout[0].repeats_slices());
+  EXPECT_EQ(dout[0].planes.v, plain_d[0].v);
+  EXPECT_EQ(sout.planes.v, plain_s.v);
+  for (int64_t z = 0; z < sout.shape[0]; ++z) EXPECT_EQ(sout.plane_of[static_cast<size_t>(z)], z);
+}
+
+TEST(ResampleMapped, SliceBatchesGiveTheSameSlicesAsOneSliceAtATime) {
+  // 40 slices: several batches of the slice-wise resize; each slice must equal its resize as a lone slice.
+  const Shape3 in{40, 30, 28}, out{40, 24, 21};
+  const Array3<float> d = data_a(in);
+  Array3<float> all;
+  resize_data_slices(d, out, 3, all);
+  for (int64_t z = 0; z < in[0]; ++z) {
+    Array3<float> one({1, in[1], in[2]});
+    std::copy(d.v.begin() + z * in[1] * in[2], d.v.begin() + (z + 1) * in[1] * in[2], one.v.begin());
+    Array3<float> r;
+    resize_data_slices(one, {1, out[1], out[2]}, 3, r);
+    ASSERT_TRUE(std::equal(r.v.begin(), r.v.end(), all.v.begin() + z * out[1] * out[2])) << "slice " << z;
+  }
+}
