@@ -191,12 +191,12 @@ void H5Store::write_independent_rows(const std::string& path, int64_t first, int
 }
 
 void H5Store::write_independent_planes(const std::string& path, int64_t first, int64_t count,
-                                       const std::vector<const void*>& planes, bool f32_to_i8) {
+                                       const std::vector<const float*>& planes, bool f32_to_i8) {
   write_chunks(path, first, count, nullptr, &planes, f32_to_i8);
 }
 
 void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count, const void* data,
-                           const std::vector<const void*>* planes, bool f32_to_i8) {
+                           const std::vector<const float*>* planes, bool f32_to_i8) {
   Handle d(checked(H5Dopen2(static_cast<hid_t>(file_), path.c_str(), H5P_DEFAULT), path_, "open dataset " + path),
            H5Dclose);
   Handle space(checked(H5Dget_space(d), path_, "get_space"), H5Sclose);
@@ -243,7 +243,8 @@ void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count
   std::vector<const char*> plane(n_planes);
   if (planes) {
     if (planes->size() != n_planes) throw InternalError("plane-wise write of " + path + ": wrong number of planes");
-    for (hsize_t p = 0; p < n_planes; ++p) plane[p] = static_cast<const char*>((*planes)[p]);
+    if (!f32_to_i8 && elem != sizeof(float)) throw InternalError("float32 planes written into another type: " + path);
+    for (hsize_t p = 0; p < n_planes; ++p) plane[p] = reinterpret_cast<const char*>((*planes)[p]);
   } else {
     for (hsize_t p = 0; p < n_planes; ++p) plane[p] = static_cast<const char*>(data) + p * plane_bytes;
   }

@@ -327,6 +327,7 @@ class Pipeline {
   void h5_write_channel(int stage, size_t i, size_t channel, const SliceMappedVolume& data);
   void h5_write_seg(int stage, size_t i, const float* seg_f32);
   void h5_write_seg(int stage, size_t i, const SliceMappedVolume& seg);
+  void h5_seg_written(int stage, size_t i);  // the case-stage's volumes are all in the store
   // Writes one case-stage into the store: each image channel and the segmentation (float32, stored as int8).
   void h5_write_volume(int stage, size_t i, const std::vector<const float*>& channels, const float* seg_f32,
                        const Shape3& s);
@@ -791,10 +792,16 @@ void Pipeline::process_case_stage(int stage, size_t i, CropResult& crop, bool la
     ScopedPhase t(times_, "hdf5", &case_log_entry_);
     for (size_t c = 0; c < channels; ++c) h5_write_channel(stage, i, c, data_out[c]);
   }
-  // The export array (C+1, z, y, x) goes to the npz slice by slice from the channel and segmentation buffers.
+  // The export array (C+1, z, y, x) goes to the npz from the channel and segmentation buffers, one piece per run
+  // of slices that lie one after the other in memory (the whole volume when no slice repeats).
   auto add_slices = [](NpzWriter& w, const SliceMappedVolume& m) {
-    const size_t bytes = static_cast<size_t>(m.shape[1] * m.shape[2]) * sizeof(float);
-    for (int64_t z = 0; z < m.shape[0]; ++z) w.add_piece({reinterpret_cast<const unsigned char*>(m.slice(z)), bytes});
+    const int64_t plane = m.shape[1] * m.shape[2];
+    for (int64_t z = 0; z < m.shape[0];) {
+      int64_t e = z + 1;
+      while (e < m.shape[0] && m.slice(e) == m.slice(e - 1) + plane) ++e;
+      w.add_piece({reinterpret_cast<const unsigned char*>(m.slice(z)), static_cast<size_t>((e - z) * plane) * sizeof(float)});
+      z = e;
+    }
   };
   std::optional<ScopedPhase> exporting(std::in_place, times_, "export_npz", &case_log_entry_);
   NpzWriter npz_writer(npz, opt_.npz_compression);
@@ -967,21 +974,21 @@ void Pipeline::h5_write_channel(int stage, size_t i, size_t channel, const float
 }
 
 void Pipeline::h5_write_channel(int stage, size_t i, size_t channel, const SliceMappedVolume& data) {
-  const std::vector<const float*> slices = data.slice_pointers();
   h5_->write_independent_planes(h5_case_group(stage, i) + "/data", static_cast<int64_t>(channel), 1,
-                                std::vector<const void*>(slices.begin(), slices.end()), false);
+                                data.slice_pointers(), false);
 }
 
 void Pipeline::h5_write_seg(int stage, size_t i, const float* seg_f32) {
   h5_->write_independent_f32_as_i8(h5_case_group(stage, i) + "/seg", seg_f32);
-  h5_->release_written_pages();
-  h5_data_written_[static_cast<size_t>(stage)][i] = true;
+  h5_seg_written(stage, i);
 }
 
 void Pipeline::h5_write_seg(int stage, size_t i, const SliceMappedVolume& seg) {
-  const std::vector<const float*> slices = seg.slice_pointers();
-  h5_->write_independent_planes(h5_case_group(stage, i) + "/seg", 0, -1,
-                                std::vector<const void*>(slices.begin(), slices.end()), true);
+  h5_->write_independent_planes(h5_case_group(stage, i) + "/seg", 0, -1, seg.slice_pointers(), true);
+  h5_seg_written(stage, i);
+}
+
+void Pipeline::h5_seg_written(int stage, size_t i) {
   h5_->release_written_pages();
   h5_data_written_[static_cast<size_t>(stage)][i] = true;
 }

@@ -903,26 +903,61 @@ void resample_channel(const Array3<float>& in, const Shape3& new_shape, bool is_
   restore_axis_nearest(tmp, ax, new_shape[ax], out);
 }
 
+// resample_channel with repeated slices kept once where the separate-z path runs along axis 0.
+void resample_channel_mapped(const Array3<float>& in, const Shape3& new_shape, bool is_seg, int order,
+                             const SeparateZ& sz, SliceMappedVolume& out) {
+  if (!(sz.separate && sz.axis == 0 && in.shape[0] != new_shape[0])) {
+    resample_channel(in, new_shape, is_seg, order, sz, out.planes);
+    out.shape = new_shape;
+    out.plane_of.resize(static_cast<size_t>(new_shape[0]));
+    for (int64_t z = 0; z < new_shape[0]; ++z) out.plane_of[static_cast<size_t>(z)] = z;
+    return;
+  }
+  const Shape3 plane_shape{in.shape[0], new_shape[1], new_shape[2]};
+  if (is_seg)
+    resize_segmentation_impl(in, plane_shape, order, true, out.planes);
+  else
+    resize_data_impl(in, plane_shape, order, true, out.planes);
+  out.shape = new_shape;
+  out.plane_of = nearest_slices(in.shape[0], new_shape[0]);
+}
+
+// The checks and decisions shared by both forms of resample_patient.
+struct PatientPlan {
+  bool has_seg = false;
+  Shape3 new_shape{};
+  SeparateZ sz;
+};
+
+PatientPlan plan_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+                         const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                         const ResampleSettings& settings) {
+  PatientPlan p;
+  p.has_seg = seg.size() > 0;
+  if (data.empty() && !p.has_seg) throw UsageError("resample_patient needs data or a segmentation");
+  const Shape3 shape = data.empty() ? seg.shape : data[0].shape;
+  for (const auto& c : data)
+    if (c.shape != shape) throw InputError("", "", "data channels differ in shape");
+  if (p.has_seg && seg.shape != shape) throw InputError("", "", "segmentation and data differ in shape");
+  p.new_shape = resampled_shape(spacing, target, shape);
+  p.sz = decide_separate_z(spacing, target, settings.force_separate_z);
+  if (p.sz.separate && shape[p.sz.axis] != p.new_shape[p.sz.axis] &&
+      (settings.order_z_data != 0 || settings.order_z_seg != 0))
+    throw UsageError("separate-z resampling with order_z > 0 is not supported");
+  return p;
+}
+
 }  // namespace
 
 void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
                       const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                       const ResampleSettings& settings, std::vector<Array3<float>>& data_out, Array3<float>& seg_out) {
-  const bool has_seg = seg.size() > 0;
-  if (data.empty() && !has_seg) throw UsageError("resample_patient needs data or a segmentation");
-  const Shape3 shape = data.empty() ? seg.shape : data[0].shape;
-  for (const auto& c : data)
-    if (c.shape != shape) throw InputError("", "", "data channels differ in shape");
-  if (has_seg && seg.shape != shape) throw InputError("", "", "segmentation and data differ in shape");
-  const Shape3 new_shape = resampled_shape(spacing, target, shape);
-  const SeparateZ sz = decide_separate_z(spacing, target, settings.force_separate_z);
-  if (sz.separate && shape[sz.axis] != new_shape[sz.axis] && (settings.order_z_data != 0 || settings.order_z_seg != 0))
-    throw UsageError("separate-z resampling with order_z > 0 is not supported");
+  const PatientPlan p = plan_patient(data, seg, spacing, target, settings);
   data_out.resize(data.size());
   for (size_t c = 0; c < data.size(); ++c)
-    resample_channel(data[c], new_shape, false, settings.order_data, sz, data_out[c]);
-  if (has_seg)
-    resample_channel(seg, new_shape, true, settings.order_seg, sz, seg_out);
+    resample_channel(data[c], p.new_shape, false, settings.order_data, p.sz, data_out[c]);
+  if (p.has_seg)
+    resample_channel(seg, p.new_shape, true, settings.order_seg, p.sz, seg_out);
   else
     seg_out = Array3<float>();
 }
@@ -931,43 +966,14 @@ void resample_patient_mapped(const std::vector<Array3<float>>& data, const Array
                              const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out) {
-  const bool has_seg = seg.size() > 0;
-  if (data.empty() && !has_seg) throw UsageError("resample_patient needs data or a segmentation");
-  const Shape3 shape = data.empty() ? seg.shape : data[0].shape;
-  const Shape3 new_shape = resampled_shape(spacing, target, shape);
-  const SeparateZ sz = decide_separate_z(spacing, target, settings.force_separate_z);
-  const bool mapped = sz.separate && sz.axis == 0 && shape[0] != new_shape[0];
-  if (!mapped) {
-    std::vector<Array3<float>> d;
-    Array3<float> s;
-    AMOSPREP_ISA_NS::resample_patient(data, seg, spacing, target, settings, d, s);
-    data_out.clear();
-    for (auto& c : d) data_out.push_back(slice_mapped(std::move(c)));
-    seg_out = has_seg ? slice_mapped(std::move(s)) : SliceMappedVolume();
-    return;
-  }
-  for (const auto& c : data)
-    if (c.shape != shape) throw InputError("", "", "data channels differ in shape");
-  if (has_seg && seg.shape != shape) throw InputError("", "", "segmentation and data differ in shape");
-  if (settings.order_z_data != 0 || settings.order_z_seg != 0)
-    throw UsageError("separate-z resampling with order_z > 0 is not supported");
-  const Shape3 plane_shape{shape[0], new_shape[1], new_shape[2]};
-  const std::vector<int64_t> plane_of = nearest_slices(shape[0], new_shape[0]);
-  auto finish = [&](SliceMappedVolume& m) {
-    m.shape = new_shape;
-    m.plane_of = plane_of;
-  };
+  const PatientPlan p = plan_patient(data, seg, spacing, target, settings);
   data_out.resize(data.size());
-  for (size_t c = 0; c < data.size(); ++c) {
-    resize_data_impl(data[c], plane_shape, settings.order_data, true, data_out[c].planes);
-    finish(data_out[c]);
-  }
-  if (has_seg) {
-    resize_segmentation_impl(seg, plane_shape, settings.order_seg, true, seg_out.planes);
-    finish(seg_out);
-  } else {
+  for (size_t c = 0; c < data.size(); ++c)
+    resample_channel_mapped(data[c], p.new_shape, false, settings.order_data, p.sz, data_out[c]);
+  if (p.has_seg)
+    resample_channel_mapped(seg, p.new_shape, true, settings.order_seg, p.sz, seg_out);
+  else
     seg_out = SliceMappedVolume();
-  }
 }
 
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {

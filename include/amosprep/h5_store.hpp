@@ -45,11 +45,12 @@ class H5Store {
   /// Independent write of a whole chunked int8 dataset from float32 values (cast per element, like numpy's
   /// astype(int8) of the label values), without an int8 copy of the volume.
   void write_independent_f32_as_i8(const std::string& path, const float* data);
-  /// write_independent_rows (f32_to_i8: like write_independent_f32_as_i8) with the rows given as planes of the
-  /// last two axes: one pointer per (axis 0, axis 1) index pair of the written rows, in C order, e.g. one per z
-  /// slice of a (z, y, x) dataset, or per z of one channel of a (c, z, y, x) one. Slices may repeat.
+  /// write_independent_rows of float32 values (f32_to_i8: into an int8 dataset, like write_independent_f32_as_i8)
+  /// with the rows given as planes of the last two axes: one pointer per (axis 0, axis 1) index pair of the
+  /// written rows, in C order, e.g. one per z slice of a (z, y, x) dataset, or per z of one channel of a
+  /// (c, z, y, x) one. Planes may repeat.
   void write_independent_planes(const std::string& path, int64_t first, int64_t count,
-                                const std::vector<const void*>& planes, bool f32_to_i8);
+                                const std::vector<const float*>& planes, bool f32_to_i8);
   /// Collective write: every rank calls it for the same dataset; only the owner passes data (others nullptr).
   void write_collective(const std::string& path, const void* data_or_null);
 
@@ -63,7 +64,7 @@ class H5Store {
 
  private:
   void write_chunks(const std::string& path, int64_t first, int64_t count, const void* data,
-                    const std::vector<const void*>* planes, bool f32_to_i8);
+                    const std::vector<const float*>* planes, bool f32_to_i8);
   long long file_ = -1;  // hid_t
   int page_fd_ = -1;     // read-only descriptor of the same file, for release_written_pages
   H5Layout layout_;
