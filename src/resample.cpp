@@ -652,11 +652,16 @@ void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int orde
     return;
   }
   // Slices are independent: they go through in batches, so the coefficient buffer holds one batch, not the volume.
+  // A 3-D zoom is one region; its axis-0 extent is the output's, not the input's.
   const Region whole = full_region(maps);
-  const int64_t batch = slices ? kSliceBatch : in.shape[0];
-  for (int64_t b0 = 0; b0 < out_shape[0]; b0 += batch) {
+  std::vector<Region> regions;
+  if (!slices) regions.push_back(whole);
+  for (int64_t b0 = 0; slices && b0 < out_shape[0]; b0 += kSliceBatch) {
     Region reg = whole;
-    if (slices) reg.out[0] = reg.need[0] = reg.win[0] = {b0, std::min(out_shape[0], b0 + batch)};
+    reg.out[0] = reg.need[0] = reg.win[0] = {b0, std::min(out_shape[0], b0 + kSliceBatch)};
+    regions.push_back(reg);
+  }
+  for (const Region& reg : regions) {
     Zoom<float, Widen> zoom(in, Widen{}, maps, reg, true);
     const int64_t m2n = out_shape[2];
     zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
