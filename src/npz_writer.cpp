@@ -206,6 +206,8 @@ struct NpzWriter::OpenMember {
   Member m;
   std::string npy_header;
   uint64_t expected = 0, fed = 0;
+  std::span<const unsigned char> last_piece;  // for add_piece_again
+  uint32_t last_piece_crc = 0;
   // none: the caller's pieces, written at end_member (the local header needs the CRC first)
   std::vector<std::span<const unsigned char>> held;
   // fast: deflate_runs output, kept until end_member
@@ -295,7 +297,9 @@ void NpzWriter::add_piece(std::span<const unsigned char> piece) {
   if (o.fed + piece.size() > o.expected) throw InternalError("NpzWriter::add: pieces do not add up to the array size");
   try {
     o.fed += piece.size();
-    o.m.crc = crc32_of(o.m.crc, piece.data(), piece.size());
+    o.last_piece = piece;
+    o.last_piece_crc = crc32_of(0, piece.data(), piece.size());
+    o.m.crc = static_cast<uint32_t>(crc32_combine(o.m.crc, o.last_piece_crc, static_cast<z_off_t>(piece.size())));
     if (compression_ == NpzCompression::none) {
       o.held.push_back(piece);
     } else if (o.compressor_lock.owns_lock()) {
@@ -318,6 +322,25 @@ void NpzWriter::add_piece(std::span<const unsigned char> piece) {
   } catch (...) {
     fail();
     throw;
+  }
+}
+
+void NpzWriter::add_piece_again() {
+  if (!open_) throw InternalError("NpzWriter::add_piece_again without begin_member");
+  OpenMember& o = *open_;
+  if (!o.compressor_lock.owns_lock()) {
+    add_piece(o.last_piece);
+    return;
+  }
+  const size_t n = o.last_piece.size();
+  if (o.fed + n > o.expected) throw InternalError("NpzWriter::add: pieces do not add up to the array size");
+  try {
+    o.fed += n;
+    o.m.crc = static_cast<uint32_t>(crc32_combine(o.m.crc, o.last_piece_crc, static_cast<z_off_t>(n)));
+    shared_compressor().append_again();
+  } catch (const std::bad_alloc&) {
+    fail();
+    throw IoError(path_, "out of memory while writing an npz member");
   }
 }
 

@@ -792,13 +792,19 @@ void Pipeline::process_case_stage(int stage, size_t i, CropResult& crop, bool la
     ScopedPhase t(times_, "hdf5", &case_log_entry_);
     for (size_t c = 0; c < channels; ++c) h5_write_channel(stage, i, c, data_out[c]);
   }
-  // The export array (C+1, z, y, x) goes to the npz from the channel and segmentation buffers, one piece per run
-  // of slices that lie one after the other in memory (the whole volume when no slice repeats).
+  // The export array (C+1, z, y, x) goes to the npz from the channel and segmentation buffers: the whole volume
+  // as one piece when no slice repeats, else one piece per slice, a repeat reusing the compressed previous one.
   auto add_slices = [](NpzWriter& w, const SliceMappedVolume& m) {
     const int64_t plane = m.shape[1] * m.shape[2];
+    const bool repeats = m.repeats_slices();
     for (int64_t z = 0; z < m.shape[0];) {
+      if (z > 0 && m.slice(z) == m.slice(z - 1)) {
+        w.add_piece_again();
+        ++z;
+        continue;
+      }
       int64_t e = z + 1;
-      while (e < m.shape[0] && m.slice(e) == m.slice(e - 1) + plane) ++e;
+      while (!repeats && e < m.shape[0] && m.slice(e) == m.slice(e - 1) + plane) ++e;
       w.add_piece({reinterpret_cast<const unsigned char*>(m.slice(z)), static_cast<size_t>((e - z) * plane) * sizeof(float)});
       z = e;
     }

@@ -34,11 +34,15 @@ class DeflateRuns {
   /// then finish returns what compress would have.
   void begin();
   void append(std::span<const unsigned char> piece);
+  /// Appends the last appended piece once more by copying its compressed segments (segments are independent and
+  /// byte-aligned, so the stream is the one append would give, without compressing again).
+  void append_again();
   std::span<const DeflateBuffer> finish();
 
  private:
   std::vector<DeflateBuffer> parts_;
-  size_t used_ = 0;  // parts_[0, used_) hold the stream so far
+  size_t used_ = 0;        // parts_[0, used_) hold the stream so far
+  size_t last_count_ = 0;  // segments of the last appended piece: parts_[used_ - last_count_, used_)
 };
 
 /// One-shot form of DeflateRuns::compress, concatenated (tests).

@@ -56,6 +56,9 @@ class NpzWriter {
   /// caller keeps every piece alive until end_member.
   void begin_member(const std::string& name, py::DType dtype, const std::vector<int64_t>& shape);
   void add_piece(std::span<const unsigned char> bytes);
+  /// Adds the previous piece of this member once more (e.g. a repeated slice). Its bytes must still be valid and
+  /// unchanged; with `fast` compression its compressed form is copied instead of compressing it again.
+  void add_piece_again();
   void end_member();
   bool releases_pieces() const;
   /// Finishes the archive; returns the size and CRC-32 of the whole file.
