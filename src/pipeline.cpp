@@ -209,23 +209,38 @@ class CroppedCase {
     shape_ = crop.seg.shape;
     bbox_ = crop.bbox;
     classes_ = std::move(crop.classes);
-    for (const auto& ch : crop.data) data16_.emplace_back(ch.v.begin(), ch.v.end());
-    seg8_.assign(crop.seg.v.begin(), crop.seg.v.end());
+    for (const auto& ch : crop.data) {
+      data16_.emplace_back(shape_);
+      std::copy(ch.v.begin(), ch.v.end(), data16_.back().v.begin());
+    }
+    seg8_ = Array3<int8_t>(shape_);
+    std::copy(crop.seg.v.begin(), crop.seg.v.end(), seg8_.v.begin());
   }
   /// A crop made in the compact types to begin with (no float32 round trip).
   explicit CroppedCase(CompactCrop&& crop)
       : shape_(crop.size_after_cropping), bbox_(crop.bbox), classes_(std::move(crop.classes)) {
-    for (auto& ch : crop.data) data16_.push_back(std::move(ch.v));
-    seg8_ = std::move(crop.seg.v);
+    data16_ = std::move(crop.data);
+    seg8_ = std::move(crop.seg);
   }
   int64_t bytes() const {
-    if (!data16_.empty() || !seg8_.empty())
-      return static_cast<int64_t>(seg8_.size() * (1 + 2 * data16_.size()));
+    if (compact()) return static_cast<int64_t>(seg8_.size() * (1 + 2 * data16_.size()));
     return static_cast<int64_t>((full_.data.size() + 1) * full_.seg.size() * sizeof(float));
+  }
+  /// int16 CT channels and int8 labels (else the float32 form, full()).
+  bool compact() const { return !data16_.empty() || seg8_.size() > 0; }
+  Shape3 shape() const { return compact() ? shape_ : full_.size_after_cropping; }
+  size_t channels() const { return compact() ? data16_.size() : full_.data.size(); }
+  const std::vector<Array3<int16_t>>& data16() const { return data16_; }
+  const Array3<int8_t>& seg8() const { return seg8_; }
+  CropResult& full() { return full_; }
+  /// Frees the image channels (after the last stage has resampled them).
+  void release_data() {
+    std::vector<Array3<int16_t>>().swap(data16_);
+    std::vector<Array3<float>>().swap(full_.data);
   }
   /// The float32 CropResult the stages work on (exactly the values cropped).
   CropResult expand() && {
-    if (data16_.empty() && seg8_.empty()) return std::move(full_);
+    if (!compact()) return std::move(full_);
     CropResult out;
     out.bbox = bbox_;
     out.classes = std::move(classes_);
@@ -233,13 +248,13 @@ class CroppedCase {
     for (auto& ch : data16_) {
       Array3<float> a;
       a.shape = shape_;
-      a.v.assign(ch.begin(), ch.end());
-      std::vector<int16_t>().swap(ch);
+      a.v.assign(ch.v.begin(), ch.v.end());
+      std::vector<int16_t>().swap(ch.v);
       out.data.push_back(std::move(a));
     }
     out.seg.shape = shape_;
-    out.seg.v.assign(seg8_.begin(), seg8_.end());
-    std::vector<int8_t>().swap(seg8_);
+    out.seg.v.assign(seg8_.v.begin(), seg8_.v.end());
+    std::vector<int8_t>().swap(seg8_.v);
     return out;
   }
 
@@ -248,8 +263,8 @@ class CroppedCase {
   Shape3 shape_{0, 0, 0};
   std::array<std::array<int64_t, 2>, 3> bbox_{};
   std::vector<float> classes_;
-  std::vector<std::vector<int16_t>> data16_;
-  std::vector<int8_t> seg8_;
+  std::vector<Array3<int16_t>> data16_;
+  Array3<int8_t> seg8_;
 };
 
 class Logger {
@@ -293,7 +308,7 @@ class Pipeline {
   bool manifest_complete(int stage, size_t case_index) const;
   // Preprocesses one stage of a case. On the case's last stage the cropped image channels are released as soon as
   // they are resampled (`last_stage`).
-  void process_case_stage(int stage, size_t case_index, CropResult& crop, bool last_stage);
+  void process_case_stage(int stage, size_t case_index, CroppedCase& crop, bool last_stage);
 
   PipelineOptions opt_;
   Logger log_;
@@ -716,7 +731,7 @@ bool Pipeline::manifest_complete(int stage, size_t i) const {
   }
 }
 
-void Pipeline::process_case_stage(int stage, size_t i, CropResult& crop, bool last_stage) {
+void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool last_stage) {
   const CaseMeta& meta = metas_[i];
   const StagePlan& sp = plan_.stages[static_cast<size_t>(stage)];
   ResampleSettings rs;
@@ -728,19 +743,21 @@ void Pipeline::process_case_stage(int stage, size_t i, CropResult& crop, bool la
 
   // nnU-Net: transpose (identity for AMOS planners, checked by the planner), NaN -> 0, resample, seg < -1 -> 0.
   AMOSPREP_VERIFY(plan_.transpose_forward == (std::array<int64_t, 3>{0, 1, 2}), "non-identity transpose_forward");
-  // NaN -> 0 needs a copy only when the case has NaNs (rare); otherwise the cropped channels are used as they are.
+  // Compact crops (int16 CT, int8 labels) are resampled as they are. In the float32 form, NaN -> 0 needs a copy
+  // only when the case has NaNs (rare); otherwise the cropped channels are used as they are.
   std::vector<Array3<float>> nan_free;
-  for (const auto& ch : crop.data)
-    if (std::any_of(ch.v.begin(), ch.v.end(), [](float x) { return std::isnan(x); })) {
-      nan_free = crop.data;
-      for (auto& c : nan_free)
-        for (auto& x : c.v)
-          if (std::isnan(x)) x = 0.0f;
-      break;
-    }
-  const std::vector<Array3<float>>& data = nan_free.empty() ? crop.data : nan_free;
-  const Shape3 s = resampled_shape(meta.geom.spacing, sp.current_spacing, crop.seg.shape);
-  const size_t channels = crop.data.size();
+  if (!crop.compact())
+    for (const auto& ch : crop.full().data)
+      if (std::any_of(ch.v.begin(), ch.v.end(), [](float x) { return std::isnan(x); })) {
+        nan_free = crop.full().data;
+        for (auto& c : nan_free)
+          for (auto& x : c.v)
+            if (std::isnan(x)) x = 0.0f;
+        break;
+      }
+  const std::vector<Array3<float>>& data = nan_free.empty() ? crop.full().data : nan_free;
+  const Shape3 s = resampled_shape(meta.geom.spacing, sp.current_spacing, crop.shape());
+  const size_t channels = crop.channels();
   const bool chunked_h5 = h5_ && h5_->layout() == H5Layout::chunked;
   const std::string dir = stage_dir(out_dir_, plan_, stage);
   const std::string npz = dir + "/" + meta.id + ".npz", pkl = dir + "/" + meta.id + ".pkl";
@@ -762,7 +779,12 @@ void Pipeline::process_case_stage(int stage, size_t i, CropResult& crop, bool la
   auto resample_seg = [&] {
     ScopedPhase t(times_, "resample", &case_log_entry_);
     std::vector<SliceMappedVolume> no_data;
-    resample_patient_mapped({}, crop.seg, meta.geom.spacing, sp.current_spacing, rs, no_data, seg_out);
+    if (crop.compact())
+      resample_patient_mapped(std::vector<Array3<int16_t>>(), crop.seg8(), meta.geom.spacing, sp.current_spacing, rs,
+                              no_data, seg_out);
+    else
+      resample_patient_mapped(std::vector<Array3<float>>(), crop.full().seg, meta.geom.spacing, sp.current_spacing,
+                              rs, no_data, seg_out);
     for (auto& x : seg_out.planes.v)
       if (x < -1.0f) x = 0.0f;
     if (mask_needed) full_volume(seg_out);
@@ -770,12 +792,15 @@ void Pipeline::process_case_stage(int stage, size_t i, CropResult& crop, bool la
   if (mask_needed) resample_seg();
   {
     ScopedPhase t(times_, "resample", &case_log_entry_);
-    Array3<float> no_seg;
     SliceMappedVolume unused;
-    resample_patient_mapped(data, no_seg, meta.geom.spacing, sp.current_spacing, rs, data_out, unused);
+    if (crop.compact())
+      resample_patient_mapped(crop.data16(), Array3<int8_t>(), meta.geom.spacing, sp.current_spacing, rs, data_out,
+                              unused);
+    else
+      resample_patient_mapped(data, Array3<float>(), meta.geom.spacing, sp.current_spacing, rs, data_out, unused);
   }
   nan_free.clear();
-  if (last_stage) std::vector<Array3<float>>().swap(crop.data);
+  if (last_stage) crop.release_data();
   std::optional<ScopedPhase> normalizing(std::in_place, times_, "normalize", &case_log_entry_);
   for (size_t c = 0; c < data_out.size(); ++c) {
     const std::string& scheme = plan_.normalization_schemes.at(c);
@@ -886,20 +911,20 @@ void Pipeline::phase_preprocess() {
                            std::to_string(opt_.mem_per_rank >> 20) +
                            " MiB (--mem-per-rank); run with fewer ranks per node or a larger budget");
     auto it = mine_.find(i);
-    CropResult cropped;
+    std::optional<CroppedCase> cropped;
     if (it != mine_.end()) {
-      cropped = std::move(it->second).expand();
+      cropped.emplace(std::move(it->second));
       mine_.erase(it);
     } else {
       case_log_entry_ = nlohmann::json::object();
-      cropped = read_and_crop(i, nullptr, nullptr).expand();
+      cropped.emplace(read_and_crop(i, nullptr, nullptr));
     }
     for (size_t t = 0; t < todo.size(); ++t) {
       const int k = todo[t];
       if (stop_requested()) break;
       const auto tc = Clock::now();
       case_log_entry_ = nlohmann::json::object();
-      process_case_stage(k, i, cropped, t + 1 == todo.size());
+      process_case_stage(k, i, *cropped, t + 1 == todo.size());
       ++done;
       case_log_.push_back({{"case", metas_[i].id},
                            {"stage", k},

@@ -88,13 +88,14 @@ struct RawBuffer {
 };
 
 // Gives `a` the shape `s`; the contents are unspecified (fresh storage is zero, reused storage keeps values).
-void size_array(Array3<float>& a, const Shape3& s) {
+template <class T>
+void size_array(Array3<T>& a, const Shape3& s) {
   const size_t n = static_cast<size_t>(voxel_count(s));
   a.shape = s;
   if (a.v.capacity() < n) {
-    std::vector<float> fresh;
+    std::vector<T> fresh;
     fresh.reserve(n);
-    advise_huge_pages(fresh.data(), n * sizeof(float));
+    advise_huge_pages(fresh.data(), n * sizeof(T));
     fresh.resize(n);
     a.v.swap(fresh);
   } else {
@@ -582,12 +583,13 @@ class Zoom {
 };
 
 struct Widen {
-  double operator()(float v) const { return static_cast<double>(v); }
-  double operator()(double v) const { return v; }
+  template <class U>
+  double operator()(U v) const { return static_cast<double>(v); }
 };
 struct OneHot {
   float label;
-  double operator()(float v) const { return v == label ? 1.0 : 0.0; }
+  template <class U>
+  double operator()(U v) const { return static_cast<float>(v) == label ? 1.0 : 0.0; }
 };
 
 void check_shapes(const Shape3& in, const Shape3& out) {
@@ -599,7 +601,9 @@ void check_shapes(const Shape3& in, const Shape3& out) {
 }
 
 // skimage resize of a whole volume (all axes) or of every axis-0 slice as a 2-D image (per-slice clip).
-void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int order, bool slices, Array3<float>& out) {
+// T: float32, or the int16 / int8 a CT and its labels are stored in (every value is exact in float32 and double).
+template <class T>
+void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, bool slices, Array3<float>& out) {
   check_order(order);
   check_shapes(in.shape, out_shape);
   if (slices) AMOSPREP_VERIFY(in.shape[0] == out_shape[0], "slice-wise resize keeps axis 0");
@@ -619,12 +623,12 @@ void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int orde
 #pragma omp parallel for schedule(static) num_threads(threads_for(static_cast <int64_t>(in.size()) / 16))
     for (int64_t j = 0; j < nb * chunks; ++j) {
       const int64_t b = j / chunks, c = j % chunks;
-      const float* p = in.data() + b * per;
+      const T* p = in.data() + b * per;
       const int64_t s = c * chunk_len, e = std::min(per, s + chunk_len);
       float mn = std::numeric_limits<float>::infinity(), mx = -mn;
       for (int64_t i = s; i < e; ++i) {
-        mn = std::min(mn, p[i]);
-        mx = std::max(mx, p[i]);
+        mn = std::min(mn, static_cast<float>(p[i]));
+        mx = std::max(mx, static_cast<float>(p[i]));
       }
       cmin[static_cast<size_t>(j)] = mn;
       cmax[static_cast<size_t>(j)] = mx;
@@ -645,9 +649,9 @@ void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int orde
 #pragma omp parallel for schedule(static) num_threads(threads_for(voxel_count(out_shape) / 16))
     for (int64_t r = 0; r < out_shape[0] * out_shape[1]; ++r) {
       const int64_t k0 = r / out_shape[1], k1 = r % out_shape[1];
-      const float* s = &in(m0.idx[static_cast<size_t>(k0)], m1.idx[static_cast<size_t>(k1)], 0);
+      const T* s = &in(m0.idx[static_cast<size_t>(k0)], m1.idx[static_cast<size_t>(k1)], 0);
       float* d = &out(k0, k1, 0);
-      for (int64_t k2 = 0; k2 < out_shape[2]; ++k2) d[k2] = s[m2.idx[static_cast<size_t>(k2)]];
+      for (int64_t k2 = 0; k2 < out_shape[2]; ++k2) d[k2] = static_cast<float>(s[m2.idx[static_cast<size_t>(k2)]]);
     }
     return;
   }
@@ -662,7 +666,7 @@ void resize_data_impl(const Array3<float>& in, const Shape3& out_shape, int orde
     regions.push_back(reg);
   }
   for (const Region& reg : regions) {
-    Zoom<float, Widen> zoom(in, Widen{}, maps, reg, true);
+    Zoom<T, Widen> zoom(in, Widen{}, maps, reg, true);
     const int64_t m2n = out_shape[2];
     zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
       const double clo = lo[static_cast<size_t>(slices ? k0 : 0)], chi = hi[static_cast<size_t>(slices ? k0 : 0)];
@@ -714,7 +718,8 @@ struct LabelBox {
 };
 
 // Distinct label values (ascending, NaN ignored) with their bounding boxes.
-std::vector<LabelBox> find_labels(const Array3<float>& seg) {
+template <class T>
+std::vector<LabelBox> find_labels(const Array3<T>& seg) {
   const int64_t nz = seg.shape[0], ny = seg.shape[1], nx = seg.shape[2];
   auto merge = [](std::vector<LabelBox>& into, const LabelBox& b) {
     for (auto& e : into)
@@ -729,13 +734,13 @@ std::vector<LabelBox> find_labels(const Array3<float>& seg) {
   for (int64_t z = 0; z < nz; ++z) {
     std::vector<LabelBox>& boxes = per_slice[static_cast<size_t>(z)];
     for (int64_t y = 0; y < ny; ++y) {
-      const float* row = &seg(z, y, 0);
+      const T* row = &seg(z, y, 0);
       int64_t x = 0;
       while (x < nx) {
-        const float v = row[x];
+        const T v = row[x];
         int64_t e = x + 1;
         while (e < nx && row[e] == v) ++e;
-        if (!std::isnan(v)) merge(boxes, LabelBox{v, {{z, z + 1}, {y, y + 1}, {x, e}}});
+        if (v == v) merge(boxes, LabelBox{static_cast<float>(v), {{z, z + 1}, {y, y + 1}, {x, e}}});  // NaN: skipped
         x = e;
       }
     }
@@ -777,7 +782,8 @@ bool negative_box(const Array3<float>& out, Range box[3]) {
   return !box[0].empty();
 }
 
-void resize_segmentation_impl(const Array3<float>& seg, const Shape3& out_shape, int order, bool slices,
+template <class T>
+void resize_segmentation_impl(const Array3<T>& seg, const Shape3& out_shape, int order, bool slices,
                               Array3<float>& out) {
   check_order(order);
   check_shapes(seg.shape, out_shape);
@@ -811,7 +817,7 @@ void resize_segmentation_impl(const Array3<float>& seg, const Shape3& out_shape,
     Region reg;
     if (!label_region(maps, lb.bb, restrict_out, reg)) continue;
     if (lb.label < 0.0f) any_negative = true;
-    Zoom<float, OneHot> zoom(seg, OneHot{lb.label}, maps, reg, false);
+    Zoom<T, OneHot> zoom(seg, OneHot{lb.label}, maps, reg, false);
     const Range o2 = reg.out[2];
     const float label = lb.label;
     zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double*) {
@@ -836,7 +842,8 @@ std::vector<int64_t> nearest_slices(int64_t n_in, int64_t n_out) {
 }
 
 // b = a with a's axis `axis` moved to the front, the other two kept in their order (axis 1 or 2).
-void axis_first(const Array3<float>& a, int axis, Array3<float>& b) {
+template <class T>
+void axis_first(const Array3<T>& a, int axis, Array3<T>& b) {
   const Shape3 s = a.shape;
   const Shape3 t = axis == 1 ? Shape3{s[1], s[0], s[2]} : Shape3{s[2], s[0], s[1]};
   size_array(b, t);
@@ -846,13 +853,14 @@ void axis_first(const Array3<float>& a, int axis, Array3<float>& b) {
       for (int64_t k = 0; k < t[2]; ++k) b(i, j, k) = axis == 1 ? a(j, i, k) : a(j, k, i);
 }
 
-void copy_array(const Array3<float>& a, Array3<float>& b) {
+template <class T>
+void copy_array(const Array3<T>& a, Array3<float>& b) {
   size_array(b, a.shape);
-  const float* s = a.data();
+  const T* s = a.data();
   float* d = b.data();
   const int64_t n = static_cast<int64_t>(a.size());
 #pragma omp parallel for schedule(static) num_threads(threads_for(n / 16))
-  for (int64_t i = 0; i < n; ++i) d[i] = s[i];
+  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(s[i]);
 }
 
 // Inverse of axis_first composed with the nearest-slice mapping along the moved axis.
@@ -879,7 +887,8 @@ void restore_axis_nearest(const Array3<float>& b, int axis, int64_t n_out, Array
 }
 
 // resample_data_or_seg for one channel (§6.4).
-void resample_channel(const Array3<float>& in, const Shape3& new_shape, bool is_seg, int order, const SeparateZ& sz,
+template <class T>
+void resample_channel(const Array3<T>& in, const Shape3& new_shape, bool is_seg, int order, const SeparateZ& sz,
                       Array3<float>& out) {
   if (in.shape == new_shape) {
     copy_array(in, out);
@@ -893,9 +902,9 @@ void resample_channel(const Array3<float>& in, const Shape3& new_shape, bool is_
     return;
   }
   const int ax = sz.axis;
-  Array3<float> moved_storage;
+  Array3<T> moved_storage;
   if (ax != 0) axis_first(in, ax, moved_storage);
-  const Array3<float>& moved = ax != 0 ? moved_storage : in;
+  const Array3<T>& moved = ax != 0 ? moved_storage : in;
   Shape3 plane_shape = moved.shape;  // slices along axis 0, resized in-plane
   int p = 1;
   for (int a = 0; a < 3; ++a)
@@ -909,7 +918,8 @@ void resample_channel(const Array3<float>& in, const Shape3& new_shape, bool is_
 }
 
 // resample_channel with repeated slices kept once where the separate-z path runs along axis 0.
-void resample_channel_mapped(const Array3<float>& in, const Shape3& new_shape, bool is_seg, int order,
+template <class T>
+void resample_channel_mapped(const Array3<T>& in, const Shape3& new_shape, bool is_seg, int order,
                              const SeparateZ& sz, SliceMappedVolume& out) {
   if (!(sz.separate && sz.axis == 0 && in.shape[0] != new_shape[0])) {
     resample_channel(in, new_shape, is_seg, order, sz, out.planes);
@@ -934,7 +944,8 @@ struct PatientPlan {
   SeparateZ sz;
 };
 
-PatientPlan plan_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+template <class TD, class TS>
+PatientPlan plan_patient(const std::vector<Array3<TD>>& data, const Array3<TS>& seg,
                          const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                          const ResampleSettings& settings) {
   PatientPlan p;
@@ -950,6 +961,21 @@ PatientPlan plan_patient(const std::vector<Array3<float>>& data, const Array3<fl
       (settings.order_z_data != 0 || settings.order_z_seg != 0))
     throw UsageError("separate-z resampling with order_z > 0 is not supported");
   return p;
+}
+
+template <class TD, class TS>
+void resample_patient_mapped_impl(const std::vector<Array3<TD>>& data, const Array3<TS>& seg,
+                                  const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                                  const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
+                                  SliceMappedVolume& seg_out) {
+  const PatientPlan p = plan_patient(data, seg, spacing, target, settings);
+  data_out.resize(data.size());
+  for (size_t c = 0; c < data.size(); ++c)
+    resample_channel_mapped(data[c], p.new_shape, false, settings.order_data, p.sz, data_out[c]);
+  if (p.has_seg)
+    resample_channel_mapped(seg, p.new_shape, true, settings.order_seg, p.sz, seg_out);
+  else
+    seg_out = SliceMappedVolume();
 }
 
 }  // namespace
@@ -971,14 +997,13 @@ void resample_patient_mapped(const std::vector<Array3<float>>& data, const Array
                              const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out) {
-  const PatientPlan p = plan_patient(data, seg, spacing, target, settings);
-  data_out.resize(data.size());
-  for (size_t c = 0; c < data.size(); ++c)
-    resample_channel_mapped(data[c], p.new_shape, false, settings.order_data, p.sz, data_out[c]);
-  if (p.has_seg)
-    resample_channel_mapped(seg, p.new_shape, true, settings.order_seg, p.sz, seg_out);
-  else
-    seg_out = SliceMappedVolume();
+  resample_patient_mapped_impl(data, seg, spacing, target, settings, data_out, seg_out);
+}
+void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Array3<int8_t>& seg,
+                             const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                             const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
+                             SliceMappedVolume& seg_out) {
+  resample_patient_mapped_impl(data, seg, spacing, target, settings, data_out, seg_out);
 }
 
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
@@ -1050,6 +1075,10 @@ void resample_patient_mapped(const std::vector<Array3<float>>& data, const Array
                              const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out);
+void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Array3<int8_t>& seg,
+                             const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                             const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
+                             SliceMappedVolume& seg_out);
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
 void resize_segmentation(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out);
 void resize_data_slices(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
@@ -1110,6 +1139,12 @@ void resample_patient(const std::vector<Array3<float>>& data, const Array3<float
   AMOSPREP_ISA_DISPATCH(resample_patient, data, seg, spacing, target, settings, data_out, seg_out);
 }
 void resample_patient_mapped(const std::vector<Array3<float>>& data, const Array3<float>& seg,
+                             const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                             const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
+                             SliceMappedVolume& seg_out) {
+  AMOSPREP_ISA_DISPATCH(resample_patient_mapped, data, seg, spacing, target, settings, data_out, seg_out);
+}
+void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Array3<int8_t>& seg,
                              const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out) {

@@ -53,6 +53,12 @@ void resample_patient_mapped(const std::vector<Array3<float>>& data, const Array
                              const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out);
+/// The same from a CT in int16 and labels in int8 as cropped (values exact in float32, so the results equal
+/// those of the float32 form), without float32 copies of the inputs.
+void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Array3<int8_t>& seg,
+                             const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                             const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
+                             SliceMappedVolume& seg_out);
 /// skimage resize(order 0/1/3, mode='edge', anti_aliasing=False) of a 3-D volume incl. the clip to the input
 /// range, cast to float32. All three axes are interpolated (also ones whose size does not change).
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);

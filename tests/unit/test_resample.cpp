@@ -795,3 +795,48 @@ TEST(ResampleMapped, SliceBatchesGiveTheSameSlicesAsOneSliceAtATime) {
     ASSERT_TRUE(std::equal(r.v.begin(), r.v.end(), all.v.begin() + z * out[1] * out[2])) << "slice " << z;
   }
 }
+
+TEST(ResampleMapped, Int16DataAndInt8LabelsGiveTheFloatResults) {
+  // The pipeline resamples the cropped CT (int16) and labels (int8) as they are; every path must give the bits
+  // of the float32 form: separate-z along axis 0 (mapped) and axis 2 (moved axis), 3-D with order-3 labels,
+  // nearest, and an unchanged shape (copy).
+  const Shape3 in{9, 30, 28};
+  const Array3<float> d = data_a(in), s = seg_a(in);
+  Array3<int16_t> d16(in);
+  Array3<int8_t> s8(in);
+  for (size_t i = 0; i < d.v.size(); ++i) {
+    d16.v[i] = static_cast<int16_t>(d.v[i]);
+    s8.v[i] = static_cast<int8_t>(s.v[i]);
+    ASSERT_EQ(static_cast<float>(d16.v[i]), d.v[i]);
+    ASSERT_EQ(static_cast<float>(s8.v[i]), s.v[i]);
+  }
+  struct Case {
+    std::array<double, 3> spacing, target;
+    int order_data, order_seg;
+    std::optional<bool> force;
+  };
+  const Case cases[] = {{{5.0, 0.8, 0.8}, {2.0, 1.0, 1.0}, 3, 1, std::nullopt},
+                        {{0.8, 0.8, 5.0}, {1.0, 1.0, 2.0}, 3, 1, std::nullopt},
+                        {{5.0, 0.8, 0.8}, {1.5, 1.0, 1.0}, 3, 3, false},
+                        {{2.0, 0.8, 0.8}, {1.5, 1.0, 1.0}, 0, 0, false},
+                        {{1.0, 1.0, 1.0}, {1.0, 1.0, 1.0}, 3, 1, std::nullopt}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.spacing[0]) + "/" + std::to_string(c.target[0]) + " orders " +
+                 std::to_string(c.order_data) + "/" + std::to_string(c.order_seg));
+    ResampleSettings st;
+    st.order_data = c.order_data;
+    st.order_seg = c.order_seg;
+    st.force_separate_z = c.force;
+    std::vector<SliceMappedVolume> fd, id;
+    SliceMappedVolume fs, is;
+    resample_patient_mapped({d}, s, c.spacing, c.target, st, fd, fs);
+    resample_patient_mapped({d16}, s8, c.spacing, c.target, st, id, is);
+    ASSERT_EQ(id.size(), 1u);
+    EXPECT_EQ(id[0].plane_of, fd[0].plane_of);
+    EXPECT_EQ(is.plane_of, fs.plane_of);
+    ASSERT_EQ(id[0].planes.v.size(), fd[0].planes.v.size());
+    EXPECT_EQ(0, std::memcmp(id[0].planes.v.data(), fd[0].planes.v.data(), fd[0].planes.v.size() * 4));
+    ASSERT_EQ(is.planes.v.size(), fs.planes.v.size());
+    EXPECT_EQ(0, std::memcmp(is.planes.v.data(), fs.planes.v.data(), fs.planes.v.size() * 4));
+  }
+}
