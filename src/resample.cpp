@@ -13,6 +13,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <type_traits>
 
 #include "amosprep/error.hpp"
 #include "amosprep/isa.hpp"
@@ -963,19 +964,24 @@ PatientPlan plan_patient(const std::vector<Array3<TD>>& data, const Array3<TS>& 
   return p;
 }
 
-template <class TD, class TS>
-void resample_patient_mapped_impl(const std::vector<Array3<TD>>& data, const Array3<TS>& seg,
-                                  const std::array<double, 3>& spacing, const std::array<double, 3>& target,
-                                  const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
-                                  SliceMappedVolume& seg_out) {
+// Both forms of resample_patient: Out is Array3<float> (full volumes) or SliceMappedVolume.
+template <class TD, class TS, class Out>
+void resample_patient_impl(const std::vector<Array3<TD>>& data, const Array3<TS>& seg,
+                           const std::array<double, 3>& spacing, const std::array<double, 3>& target,
+                           const ResampleSettings& settings, std::vector<Out>& data_out, Out& seg_out) {
   const PatientPlan p = plan_patient(data, seg, spacing, target, settings);
+  auto one = [&](const auto& in, bool is_seg, int order, Out& out) {
+    if constexpr (std::is_same_v<Out, SliceMappedVolume>)
+      resample_channel_mapped(in, p.new_shape, is_seg, order, p.sz, out);
+    else
+      resample_channel(in, p.new_shape, is_seg, order, p.sz, out);
+  };
   data_out.resize(data.size());
-  for (size_t c = 0; c < data.size(); ++c)
-    resample_channel_mapped(data[c], p.new_shape, false, settings.order_data, p.sz, data_out[c]);
+  for (size_t c = 0; c < data.size(); ++c) one(data[c], false, settings.order_data, data_out[c]);
   if (p.has_seg)
-    resample_channel_mapped(seg, p.new_shape, true, settings.order_seg, p.sz, seg_out);
+    one(seg, true, settings.order_seg, seg_out);
   else
-    seg_out = SliceMappedVolume();
+    seg_out = Out();
 }
 
 }  // namespace
@@ -983,27 +989,20 @@ void resample_patient_mapped_impl(const std::vector<Array3<TD>>& data, const Arr
 void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
                       const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                       const ResampleSettings& settings, std::vector<Array3<float>>& data_out, Array3<float>& seg_out) {
-  const PatientPlan p = plan_patient(data, seg, spacing, target, settings);
-  data_out.resize(data.size());
-  for (size_t c = 0; c < data.size(); ++c)
-    resample_channel(data[c], p.new_shape, false, settings.order_data, p.sz, data_out[c]);
-  if (p.has_seg)
-    resample_channel(seg, p.new_shape, true, settings.order_seg, p.sz, seg_out);
-  else
-    seg_out = Array3<float>();
+  resample_patient_impl(data, seg, spacing, target, settings, data_out, seg_out);
 }
 
 void resample_patient_mapped(const std::vector<Array3<float>>& data, const Array3<float>& seg,
                              const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out) {
-  resample_patient_mapped_impl(data, seg, spacing, target, settings, data_out, seg_out);
+  resample_patient_impl(data, seg, spacing, target, settings, data_out, seg_out);
 }
 void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Array3<int8_t>& seg,
                              const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out) {
-  resample_patient_mapped_impl(data, seg, spacing, target, settings, data_out, seg_out);
+  resample_patient_impl(data, seg, spacing, target, settings, data_out, seg_out);
 }
 
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
