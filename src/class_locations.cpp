@@ -57,8 +57,8 @@ class BucketOf {
 
 // Linear voxel indices per bucket, each in C order (what np.argwhere returns, flattened). Count pass, then a fill
 // pass at per-slice offsets, both parallel over z; the result does not depend on the thread count.
-template <class Idx>
-std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const float*>& slices, const Shape3& shape,
+template <class Idx, class T>
+std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const T*>& slices, const Shape3& shape,
                                             const BucketOf& bucket_of, size_t n_buckets) {
   const int64_t nz = shape[0];
   const int64_t slice = shape[1] * shape[2];
@@ -66,9 +66,9 @@ std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const float*>& sli
 #pragma omp parallel for schedule(static) if (nz * slice > kParallelMinVoxels)
   for (int64_t z = 0; z < nz; ++z) {
     int64_t* c = counts.data() + static_cast<size_t>(z) * n_buckets;
-    const float* p = slices[static_cast<size_t>(z)];
+    const T* p = slices[static_cast<size_t>(z)];
     for (int64_t t = 0; t < slice; ++t) {
-      const int32_t b = bucket_of(p[t]);
+      const int32_t b = bucket_of(static_cast<float>(p[t]));
       if (b >= 0) ++c[b];
     }
   }
@@ -88,18 +88,18 @@ std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const float*>& sli
   for (int64_t z = 0; z < nz; ++z) {
     std::vector<int64_t> pos(offsets.begin() + static_cast<int64_t>(static_cast<size_t>(z) * n_buckets),
                              offsets.begin() + static_cast<int64_t>(static_cast<size_t>(z + 1) * n_buckets));
-    const float* p = slices[static_cast<size_t>(z)];
+    const T* p = slices[static_cast<size_t>(z)];
     const int64_t first = z * slice;
     for (int64_t t = 0; t < slice; ++t) {
-      const int32_t b = bucket_of(p[t]);
+      const int32_t b = bucket_of(static_cast<float>(p[t]));
       if (b >= 0) base[static_cast<size_t>(b)][pos[static_cast<size_t>(b)]++] = static_cast<Idx>(first + t);
     }
   }
   return buckets;
 }
 
-template <class Idx>
-ClassLocations sample_impl(const std::vector<const float*>& slices, const Shape3& shape,
+template <class Idx, class T>
+ClassLocations sample_impl(const std::vector<const T*>& slices, const Shape3& shape,
                            const std::vector<int64_t>& all_classes, uint32_t seed) {
   // Distinct float32 class values (two int classes that round to the same float share a bucket).
   std::vector<float> bucket_values;
@@ -111,7 +111,7 @@ ClassLocations sample_impl(const std::vector<const float*>& slices, const Shape3
     if (b == bucket_values.size()) bucket_values.push_back(fc);
     bucket_of_class[i] = b;
   }
-  std::vector<std::vector<Idx>> buckets = bucket_voxels<Idx>(slices, shape, BucketOf(bucket_values), bucket_values.size());
+  std::vector<std::vector<Idx>> buckets = bucket_voxels<Idx, T>(slices, shape, BucketOf(bucket_values), bucket_values.size());
   std::vector<int> uses_left(bucket_values.size(), 0);
   for (size_t b : bucket_of_class) ++uses_left[b];
 
@@ -154,7 +154,8 @@ ClassLocations sample_impl(const std::vector<const float*>& slices, const Shape3
   return out;
 }
 
-ClassLocations sample_slices(const std::vector<const float*>& slices, const Shape3& shape,
+template <class T>
+ClassLocations sample_slices(const std::vector<const T*>& slices, const Shape3& shape,
                              const std::vector<int64_t>& all_classes, uint32_t seed) {
   if (voxel_count(shape) <= static_cast<int64_t>(std::numeric_limits<uint32_t>::max()))
     return sample_impl<uint32_t>(slices, shape, all_classes, seed);
@@ -173,6 +174,11 @@ ClassLocations sample_class_locations(const Array3<float>& seg, const std::vecto
 }
 
 ClassLocations sample_class_locations(const SliceMappedVolume& seg, const std::vector<int64_t>& all_classes,
+                                      uint32_t seed) {
+  return sample_slices(seg.slice_pointers(), seg.shape, all_classes, seed);
+}
+
+ClassLocations sample_class_locations(const SliceMappedLabels& seg, const std::vector<int64_t>& all_classes,
                                       uint32_t seed) {
   return sample_slices(seg.slice_pointers(), seg.shape, all_classes, seed);
 }

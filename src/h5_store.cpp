@@ -192,11 +192,24 @@ void H5Store::write_independent_rows(const std::string& path, int64_t first, int
 
 void H5Store::write_independent_planes(const std::string& path, int64_t first, int64_t count,
                                        const std::vector<const float*>& planes, bool f32_to_i8) {
-  write_chunks(path, first, count, nullptr, &planes, f32_to_i8);
+  const std::vector<const void*> p(planes.begin(), planes.end());
+  write_chunks(path, first, count, nullptr, &p, f32_to_i8, 0, -1, sizeof(float));
+}
+
+void H5Store::write_independent_planes(const std::string& path, int64_t first, int64_t count,
+                                       const std::vector<const int8_t*>& planes) {
+  const std::vector<const void*> p(planes.begin(), planes.end());
+  write_chunks(path, first, count, nullptr, &p, false, 0, -1, sizeof(int8_t));
+}
+
+void H5Store::write_independent_plane_range(const std::string& path, int64_t row, int64_t first, int64_t count,
+                                           const float* planes) {
+  write_chunks(path, row, 1, planes, nullptr, false, first, count);
 }
 
 void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count, const void* data,
-                           const std::vector<const float*>* planes, bool f32_to_i8) {
+                           const std::vector<const void*>* planes, bool f32_to_i8, int64_t first1, int64_t count1,
+                           size_t planes_elem) {
   Handle d(checked(H5Dopen2(static_cast<hid_t>(file_), path.c_str(), H5P_DEFAULT), path_, "open dataset " + path),
            H5Dclose);
   Handle space(checked(H5Dget_space(d), path_, "get_space"), H5Sclose);
@@ -237,14 +250,22 @@ void H5Store::write_chunks(const std::string& path, int64_t first, int64_t count
   hsize_t begin[4] = {0, 0, 0, 0}, end[4] = {D[0], D[1], D[2], D[3]};
   begin[lead] = row0;
   end[lead] = row0 + rows;
+  if (first1 != 0 || count1 >= 0) {  // a range along the next axis too (whole chunks, or up to the end)
+    if (lead + 1 > 3) throw InternalError("plane range of " + path + ": no axis after the rows");
+    const hsize_t f1 = static_cast<hsize_t>(first1), n1 = count1 < 0 ? D[lead + 1] - f1 : static_cast<hsize_t>(count1);
+    if (f1 % C[lead + 1] != 0 || f1 + n1 > D[lead + 1] || ((f1 + n1) % C[lead + 1] != 0 && f1 + n1 != D[lead + 1]))
+      throw InternalError("plane range of " + path + " not on chunk boundaries");
+    begin[lead + 1] = f1;
+    end[lead + 1] = f1 + n1;
+  }
   // The source as planes of D[2] x D[3] elements, one per (axis 0, axis 1) index pair of the written rows.
   const hsize_t n_planes = (end[0] - begin[0]) * (end[1] - begin[1]);
   const hsize_t row_len = end[3] - begin[3], plane_bytes = (end[2] - begin[2]) * row_len * src_elem;
   std::vector<const char*> plane(n_planes);
   if (planes) {
     if (planes->size() != n_planes) throw InternalError("plane-wise write of " + path + ": wrong number of planes");
-    if (!f32_to_i8 && elem != sizeof(float)) throw InternalError("float32 planes written into another type: " + path);
-    for (hsize_t p = 0; p < n_planes; ++p) plane[p] = reinterpret_cast<const char*>((*planes)[p]);
+    if (!f32_to_i8 && elem != planes_elem) throw InternalError("planes written into a dataset of another type: " + path);
+    for (hsize_t p = 0; p < n_planes; ++p) plane[p] = static_cast<const char*>((*planes)[p]);
   } else {
     for (hsize_t p = 0; p < n_planes; ++p) plane[p] = static_cast<const char*>(data) + p * plane_bytes;
   }

@@ -33,12 +33,12 @@ void subtract_divide(float* v, int64_t n, float mn, float denom) {
 
 }  // namespace
 
-void normalize_ct(Array3<float>& x, const IntensityStats& s) {
+void normalize_ct(Array3<float>& x, const IntensityStats& s) { normalize_ct(x.data(), static_cast<int64_t>(x.size()), s); }
+
+void normalize_ct(float* v, int64_t n, const IntensityStats& s) {
   const auto lo = static_cast<float>(s.percentile_00_5);
   const auto hi = static_cast<float>(s.percentile_99_5);
   const float mean = s.mean, sd = s.sd;
-  float* v = x.data();
-  const auto n = static_cast<int64_t>(x.size());
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
   for (int64_t i = 0; i < n; ++i) {
     const float clipped = clip_f32(v[i], lo, hi);

@@ -73,8 +73,13 @@ class ScopedPhase {
  public:
   ScopedPhase(PhaseTimes& times, std::string phase, nlohmann::json* case_times = nullptr)
       : times_(times), phase_(std::move(phase)), case_times_(case_times), t0_(Clock::now()), c0_(process_cpu_seconds()) {}
+  /// Leaves out time spent in other phases nested in this one.
+  void exclude(double wall, double cpu) {
+    excluded_wall_ += wall;
+    excluded_cpu_ += cpu;
+  }
   ~ScopedPhase() {
-    const double wall = seconds_since(t0_), cpu = process_cpu_seconds() - c0_;
+    const double wall = seconds_since(t0_) - excluded_wall_, cpu = process_cpu_seconds() - c0_ - excluded_cpu_;
     times_.add(phase_, wall, cpu);
     if (case_times_) {
       auto it = case_times_->find(phase_);
@@ -88,7 +93,16 @@ class ScopedPhase {
   nlohmann::json* case_times_;
   Clock::time_point t0_;
   double c0_;
+  double excluded_wall_ = 0, excluded_cpu_ = 0;
 };
+
+// HDF5 chunk shape of a case-stage's (z, y, x) volumes.
+std::vector<int64_t> chunk_for(const StagePlan& sp, const Shape3& s) {
+  // Half the patch per axis: a random patch touches at most 3 chunks per axis.
+  std::vector<int64_t> c;
+  for (int a = 0; a < 3; ++a) c.push_back(std::max<int64_t>(1, std::min<int64_t>(s[a], (sp.patch_size[a] + 1) / 2)));
+  return c;
+}
 
 int64_t peak_rss_bytes() {
   rusage ru{};
@@ -731,6 +745,31 @@ bool Pipeline::manifest_complete(int stage, size_t i) const {
   }
 }
 
+// Adds int8 labels to an open npz member as float32 pieces converted through `buffer` (the writer must release
+// pieces): 1 Mi values at a time, whole 1 MiB deflate segments, when no slice repeats (the same bytes as one
+// piece); else one piece per slice, a repeat reusing the compressed previous one.
+void add_labels_as_f32(NpzWriter& w, const SliceMappedLabels& m, std::vector<float>& buffer) {
+  constexpr int64_t kValuesPerPiece = int64_t{1} << 20;
+  const int64_t plane = m.shape[1] * m.shape[2];
+  auto add = [&](const int8_t* src, int64_t n) {
+    buffer.resize(static_cast<size_t>(n));
+    std::copy(src, src + n, buffer.begin());
+    w.add_piece({reinterpret_cast<const unsigned char*>(buffer.data()), static_cast<size_t>(n) * sizeof(float)});
+  };
+  if (!m.repeats_slices()) {
+    const int64_t n = voxel_count(m.shape);
+    for (int64_t first = 0; first < n; first += kValuesPerPiece)
+      add(m.planes.data() + first, std::min(kValuesPerPiece, n - first));
+    return;
+  }
+  for (int64_t z = 0; z < m.shape[0]; ++z) {
+    if (z > 0 && m.slice(z) == m.slice(z - 1))
+      w.add_piece_again();
+    else
+      add(m.slice(z), plane);
+  }
+}
+
 void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool last_stage) {
   const CaseMeta& meta = metas_[i];
   const StagePlan& sp = plan_.stages[static_cast<size_t>(stage)];
@@ -773,11 +812,20 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
   // volume.
   std::vector<SliceMappedVolume> data_out;
   SliceMappedVolume seg_out;
+  // int8 labels stay int8 (a quarter of the memory) unless a normalisation needs the segmentation as a mask.
+  const bool int8_seg = crop.compact() && !mask_needed;
+  SliceMappedLabels seg8_out;
   auto full_volume = [](SliceMappedVolume& m) {
     if (m.repeats_slices()) m = slice_mapped(expand_slices(m));
   };
   auto resample_seg = [&] {
     ScopedPhase t(times_, "resample", &case_log_entry_);
+    if (int8_seg) {
+      resample_seg_mapped(crop.seg8(), meta.geom.spacing, sp.current_spacing, rs, seg8_out);
+      for (auto& x : seg8_out.planes.v)
+        if (x < -1) x = 0;
+      return;
+    }
     std::vector<SliceMappedVolume> no_data;
     if (crop.compact())
       resample_patient_mapped(std::vector<Array3<int16_t>>(), crop.seg8(), meta.geom.spacing, sp.current_spacing, rs,
@@ -790,33 +838,75 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
     if (mask_needed) full_volume(seg_out);
   };
   if (mask_needed) resample_seg();
-  {
-    ScopedPhase t(times_, "resample", &case_log_entry_);
-    SliceMappedVolume unused;
-    if (crop.compact())
-      resample_patient_mapped(crop.data16(), Array3<int8_t>(), meta.geom.spacing, sp.current_spacing, rs, data_out,
-                              unused);
-    else
-      resample_patient_mapped(data, Array3<float>(), meta.geom.spacing, sp.current_spacing, rs, data_out, unused);
+  std::optional<ScopedPhase> exporting(std::in_place, times_, "export_npz", &case_log_entry_);
+  NpzWriter npz_writer(npz, opt_.npz_compression);
+  npz_writer.begin_member("data", py::DType::f4, {static_cast<int64_t>(channels + 1), s[0], s[1], s[2]});
+  exporting.reset();
+
+  // CT channels of a 3-D zoom are streamed: each batch of output planes is normalised, written to the HDF5 store
+  // (whole chunks along z) and compressed into the npz as soon as it is computed, so no channel is whole in memory.
+  bool streamed = false;
+  const bool all_ct = std::all_of(plan_.normalization_schemes.begin(), plan_.normalization_schemes.end(),
+                                  [](const std::string& scheme) { return scheme == "CT"; });
+  if (all_ct && !mask_needed && npz_writer.releases_pieces()) {
+    ScopedPhase resampling(times_, "resample", &case_log_entry_);
+    const int64_t plane = s[1] * s[2];
+    std::vector<int64_t> planes_done(channels, 0);
+    auto take = [&](size_t c, int64_t first, int64_t count, float* planes) {
+      const auto t0 = Clock::now();
+      const double c0 = process_cpu_seconds();
+      {
+        ScopedPhase t(times_, "normalize", &case_log_entry_);
+        normalize_ct(planes, count * plane, fp_.global_stats.at(c));
+      }
+      if (chunked_h5) {
+        ScopedPhase t(times_, "hdf5", &case_log_entry_);
+        h5_->write_independent_plane_range(h5_case_group(stage, i) + "/data", static_cast<int64_t>(c), first, count,
+                                           planes);
+      }
+      {
+        ScopedPhase t(times_, "export_npz", &case_log_entry_);
+        npz_writer.add_piece({reinterpret_cast<const unsigned char*>(planes), static_cast<size_t>(count * plane) * sizeof(float)});
+      }
+      planes_done[c] += count;
+      resampling.exclude(seconds_since(t0), process_cpu_seconds() - c0);
+    };
+    const int64_t align = chunked_h5 ? chunk_for(sp, s)[0] : 1;
+    streamed = crop.compact()
+                   ? resample_data_streamed(crop.data16(), meta.geom.spacing, sp.current_spacing, rs, align, take)
+                   : resample_data_streamed(data, meta.geom.spacing, sp.current_spacing, rs, align, take);
+    for (size_t c = 0; streamed && c < channels; ++c)
+      AMOSPREP_VERIFY(planes_done[c] == s[0], "streamed resampling did not produce the planned shape");
+  }
+  if (!streamed) {
+    {
+      ScopedPhase t(times_, "resample", &case_log_entry_);
+      SliceMappedVolume unused;
+      if (crop.compact())
+        resample_patient_mapped(crop.data16(), Array3<int8_t>(), meta.geom.spacing, sp.current_spacing, rs, data_out,
+                                unused);
+      else
+        resample_patient_mapped(data, Array3<float>(), meta.geom.spacing, sp.current_spacing, rs, data_out, unused);
+    }
+    std::optional<ScopedPhase> normalizing(std::in_place, times_, "normalize", &case_log_entry_);
+    for (size_t c = 0; c < data_out.size(); ++c) {
+      const std::string& scheme = plan_.normalization_schemes.at(c);
+      if (scheme != "CT") full_volume(data_out[c]);
+      Array3<float>& planes = data_out[c].planes;
+      if (scheme == "CT") normalize_ct(planes, fp_.global_stats.at(c));
+      else if (scheme == "CT2") normalize_ct2(planes, fp_.global_stats.at(c));
+      else if (scheme == "nonCT") normalize_nonct(planes, plan_.use_mask_for_norm.at(c) ? &seg_out.planes : nullptr);
+    }
+    normalizing.reset();
+    for (const auto& ch : data_out)
+      AMOSPREP_VERIFY(ch.shape == s, "resampled shape differs from the planned shape");
+    if (chunked_h5) {
+      ScopedPhase t(times_, "hdf5", &case_log_entry_);
+      for (size_t c = 0; c < channels; ++c) h5_write_channel(stage, i, c, data_out[c]);
+    }
   }
   nan_free.clear();
   if (last_stage) crop.release_data();
-  std::optional<ScopedPhase> normalizing(std::in_place, times_, "normalize", &case_log_entry_);
-  for (size_t c = 0; c < data_out.size(); ++c) {
-    const std::string& scheme = plan_.normalization_schemes.at(c);
-    if (scheme != "CT") full_volume(data_out[c]);
-    Array3<float>& planes = data_out[c].planes;
-    if (scheme == "CT") normalize_ct(planes, fp_.global_stats.at(c));
-    else if (scheme == "CT2") normalize_ct2(planes, fp_.global_stats.at(c));
-    else if (scheme == "nonCT") normalize_nonct(planes, plan_.use_mask_for_norm.at(c) ? &seg_out.planes : nullptr);
-  }
-  normalizing.reset();
-  for (const auto& ch : data_out)
-    AMOSPREP_VERIFY(ch.shape == s, "resampled shape differs from the planned shape");
-  if (chunked_h5) {
-    ScopedPhase t(times_, "hdf5", &case_log_entry_);
-    for (size_t c = 0; c < channels; ++c) h5_write_channel(stage, i, c, data_out[c]);
-  }
   // The export array (C+1, z, y, x) goes to the npz from the channel and segmentation buffers: the whole volume
   // as one piece when no slice repeats, else one piece per slice, a repeat reusing the compressed previous one.
   auto add_slices = [](NpzWriter& w, const SliceMappedVolume& m) {
@@ -834,29 +924,45 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
       z = e;
     }
   };
-  std::optional<ScopedPhase> exporting(std::in_place, times_, "export_npz", &case_log_entry_);
-  NpzWriter npz_writer(npz, opt_.npz_compression);
-  npz_writer.begin_member("data", py::DType::f4, {static_cast<int64_t>(channels + 1), s[0], s[1], s[2]});
+  exporting.emplace(times_, "export_npz", &case_log_entry_);
   for (const auto& ch : data_out) add_slices(npz_writer, ch);
   exporting.reset();
   if (npz_writer.releases_pieces()) data_out.clear();
 
   if (!mask_needed) resample_seg();
-  AMOSPREP_VERIFY(seg_out.shape == s, "resampled segmentation shape differs from the planned shape");
+  AMOSPREP_VERIFY((int8_seg ? seg8_out.shape : seg_out.shape) == s,
+                  "resampled segmentation shape differs from the planned shape");
   std::optional<ScopedPhase> sampling(std::in_place, times_, "sample", &case_log_entry_);
-  const ClassLocations locs = sample_class_locations(seg_out, all_classes_, opt_.seed);
+  const ClassLocations locs = int8_seg ? sample_class_locations(seg8_out, all_classes_, opt_.seed)
+                                      : sample_class_locations(seg_out, all_classes_, opt_.seed);
   sampling.reset();
   if (chunked_h5) {
     ScopedPhase t(times_, "hdf5", &case_log_entry_);
-    h5_write_seg(stage, i, seg_out);
+    if (int8_seg) {
+      h5_->write_independent_planes(h5_case_group(stage, i) + "/seg", 0, -1, seg8_out.slice_pointers());
+      h5_seg_written(stage, i);
+    } else {
+      h5_write_seg(stage, i, seg_out);
+    }
   }
   exporting.emplace(times_, "export_npz", &case_log_entry_);
-  add_slices(npz_writer, seg_out);
+  std::vector<float> seg_f32;  // the labels as float32 pieces for the npz (kept to end_member where pieces must live)
+  if (int8_seg && !npz_writer.releases_pieces()) {
+    seg_f32.assign(static_cast<size_t>(voxel_count(s)), 0.0f);
+    const int64_t plane = s[1] * s[2];
+    for (int64_t z = 0; z < s[0]; ++z) std::copy(seg8_out.slice(z), seg8_out.slice(z) + plane, seg_f32.begin() + z * plane);
+    npz_writer.add_piece({reinterpret_cast<const unsigned char*>(seg_f32.data()), seg_f32.size() * sizeof(float)});
+  } else if (int8_seg) {
+    add_labels_as_f32(npz_writer, seg8_out, seg_f32);
+  } else {
+    add_slices(npz_writer, seg_out);
+  }
   npz_writer.end_member();
   const FileDigest npz_digest = npz_writer.close();
   exporting.reset();
   data_out.clear();
   seg_out = SliceMappedVolume();
+  seg8_out = SliceMappedLabels();
 
   py::Value props = cropped_properties_py(meta);
   py::dict_set(props, "use_nonzero_mask_for_norm", use_mask_py(plan_));
@@ -962,12 +1068,6 @@ void Pipeline::phase_preprocess() {
 }
 
 // ---- HDF5 store -------------------------------------------------------------------------------------------
-std::vector<int64_t> chunk_for(const StagePlan& sp, const Shape3& s) {
-  // Half the patch per axis: a random patch touches at most 3 chunks per axis.
-  std::vector<int64_t> c;
-  for (int a = 0; a < 3; ++a) c.push_back(std::max<int64_t>(1, std::min<int64_t>(s[a], (sp.patch_size[a] + 1) / 2)));
-  return c;
-}
 
 void Pipeline::h5_create_case_datasets() {
   h5_path_ = out_dir_ + "/amos-prep.h5";

@@ -9,6 +9,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <new>
@@ -107,11 +110,18 @@ void size_array(Array3<T>& a, const Shape3& s) {
 struct Workspace {
   RawBuffer<double> coef;         // prefiltered coefficients (order 3)
   RawBuffer<double> ring, aring;  // recent z slabs after the axis-1 pass (aring: the same for |coefficients|)
+  RawBuffer<float> window;        // output planes not yet handed on (streamed zooms)
   void release() {
     coef.release();
     ring.release();
     aring.release();
+    window.release();
   }
+};
+
+// Zoom::run's default: nothing between two batches of output planes.
+struct NoBatchHook {
+  void operator()(int64_t, int64_t) const {}
 };
 
 Workspace& workspace() {
@@ -318,8 +328,25 @@ class Zoom {
   // Order 3: the coefficients are prefiltered along axes 0 and 1 for the whole region first. Then batches of z
   // slabs are streamed: each slab's rows are prefiltered along axis 2 and interpolated along axes 2 and 1 into a
   // ring of slabs, and every output plane whose axis-0 taps are complete is emitted.
-  template <class Sink>
-  void run(Workspace& ws, Sink&& sink) {
+  // The most output planes one batch of slabs completes (sizes the window of a streamed zoom).
+  int64_t max_planes_per_batch() const {
+    const AxisMap& m0 = *m_[0];
+    const int64_t nz = reg_.need[0].size(), z0 = reg_.need[0].lo;
+    int64_t next = reg_.out[0].lo, most = 0;
+    for (int64_t zb = 0; zb < nz; zb += kSlabBatch) {
+      const int64_t ze = std::min(nz, zb + kSlabBatch);
+      int64_t end = next;
+      while (end < reg_.out[0].hi && m0.idx_at(end)[m0.taps - 1] - z0 < ze) ++end;
+      most = std::max(most, end - next);
+      next = end;
+    }
+    return most;
+  }
+
+  // after_batch(first, end) runs on one thread once output planes [first, end) have all been passed to the sink
+  // (and before any later plane is), e.g. to hand them on.
+  template <class Sink, class AfterBatch = NoBatchHook>
+  void run(Workspace& ws, Sink&& sink, AfterBatch&& after_batch = AfterBatch{}) {
     const AxisMap& m0 = *m_[0];
     const int64_t nz = reg_.need[0].size(), z0 = reg_.need[0].lo;
     const Range o0 = reg_.out[0];
@@ -370,6 +397,12 @@ class Zoom {
           }
           sink(k0, reg_.out[1].lo + k1r, static_cast<const double*>(line),
                bound_ ? static_cast<const double*>(bound) : nullptr);
+        }
+        if constexpr (!std::is_same_v<std::decay_t<AfterBatch>, NoBatchHook>) {
+          if (end > next) {
+#pragma omp single
+            after_batch(next, end);
+          }
         }
         next = end;
       }
@@ -602,9 +635,57 @@ void check_shapes(const Shape3& in, const Shape3& out) {
 }
 
 // skimage resize of a whole volume (all axes) or of every axis-0 slice as a 2-D image (per-slice clip).
+// The value written for output voxel k2 of a row: the separable value when its float32 rounding (after the clip)
+// is certain from the error bound, else scipy's tensor-order evaluation.
+template <class ZoomT>
+inline void finish_row(const ZoomT& zoom, int64_t k0, int64_t k1, const double* line, const double* bound, double clo,
+                       double chi, int64_t n, float* d) {
+  auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
+  for (int64_t k2 = 0; k2 < n; ++k2) {
+    const double v = line[k2] + 0.0;  // scipy's sum starts at +0.0, so it never yields -0.0
+    const double tol = kDataGuard * bound[k2];
+    const float r_lo = static_cast<float>(clip(v - tol)), r_hi = static_cast<float>(clip(v + tol));
+    d[k2] = r_lo == r_hi ? r_lo : static_cast<float>(clip(zoom.exact(k0, k1, k2)));
+  }
+}
+
+// A 3-D zoom whose output planes go to `stream` through a window of planes instead of a whole output volume.
+template <class ZoomT>
+void resize_streamed(const Shape3& out_shape, ZoomT&& zoom, double clo, double chi, const PlaneStream& stream) {
+  const int64_t plane = out_shape[1] * out_shape[2];
+  const int64_t align = std::max<int64_t>(1, stream.align);
+  const int64_t cap = std::min(out_shape[0], align + zoom.max_planes_per_batch());
+  Workspace& ws = workspace();
+  float* window = ws.window.get(static_cast<size_t>(cap * plane));
+  int64_t w0 = 0;  // output plane held in window[0]
+  std::exception_ptr failed;
+  auto hand_on = [&](int64_t end) {  // passes on the whole multiples of `align` (all at the end of the volume)
+    const int64_t n = end == out_shape[0] ? end - w0 : (end - w0) / align * align;
+    if (n <= 0) return;
+    if (!failed) {
+      try {
+        stream.take(w0, n, window);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+    }
+    std::memmove(window, window + n * plane, static_cast<size_t>((end - w0 - n) * plane) * sizeof(float));
+    w0 += n;
+  };
+  zoom.run(
+      ws,
+      [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
+        finish_row(zoom, k0, k1, line, bound, clo, chi, out_shape[2], window + ((k0 - w0) * out_shape[1] + k1) * out_shape[2]);
+      },
+      [&](int64_t, int64_t end) { hand_on(end); });
+  if (failed) std::rethrow_exception(failed);
+  AMOSPREP_VERIFY(w0 == out_shape[0], "streamed zoom did not hand on every output plane");
+}
+
 // T: float32, or the int16 / int8 a CT and its labels are stored in (every value is exact in float32 and double).
 template <class T>
-void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, bool slices, Array3<float>& out) {
+void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, bool slices, Array3<float>& out,
+                      const PlaneStream* stream = nullptr) {
   check_order(order);
   check_shapes(in.shape, out_shape);
   if (slices) AMOSPREP_VERIFY(in.shape[0] == out_shape[0], "slice-wise resize keeps axis 0");
@@ -645,6 +726,11 @@ void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, b
     }
   }
 
+  if (stream) {
+    AMOSPREP_VERIFY(order > 0 && !slices, "only 3-D zooms of order 1 or 3 are streamed");
+    resize_streamed(out_shape, Zoom<T, Widen>(in, Widen{}, maps, full_region(maps), true), lo[0], hi[0], *stream);
+    return;
+  }
   size_array(out, out_shape);
   if (order == 0) {  // nearest: copies input values, which lie inside the clip range
 #pragma omp parallel for schedule(static) num_threads(threads_for(voxel_count(out_shape) / 16))
@@ -670,15 +756,8 @@ void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, b
     Zoom<T, Widen> zoom(in, Widen{}, maps, reg, true);
     const int64_t m2n = out_shape[2];
     zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
-      const double clo = lo[static_cast<size_t>(slices ? k0 : 0)], chi = hi[static_cast<size_t>(slices ? k0 : 0)];
-      auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
-      float* d = &out(k0, k1, 0);
-      for (int64_t k2 = 0; k2 < m2n; ++k2) {
-        const double v = line[k2] + 0.0;  // scipy's sum starts at +0.0, so it never yields -0.0
-        const double tol = kDataGuard * bound[k2];
-        const float r_lo = static_cast<float>(clip(v - tol)), r_hi = static_cast<float>(clip(v + tol));
-        d[k2] = r_lo == r_hi ? r_lo : static_cast<float>(clip(zoom.exact(k0, k1, k2)));
-      }
+      const size_t b = static_cast<size_t>(slices ? k0 : 0);
+      finish_row(zoom, k0, k1, line, bound, lo[b], hi[b], m2n, &out(k0, k1, 0));
     });
   }
 }
@@ -754,7 +833,8 @@ std::vector<LabelBox> find_labels(const Array3<T>& seg) {
 }
 
 // Bounding box of the voxels holding a negative label; false if there are none.
-bool negative_box(const Array3<float>& out, Range box[3]) {
+template <class OutT>
+bool negative_box(const Array3<OutT>& out, Range box[3]) {
   const Shape3 s = out.shape;
   std::vector<Range> rows(static_cast<size_t>(s[0]), Range{s[1], 0}), cols(static_cast<size_t>(s[0]), Range{s[2], 0});
 #pragma omp parallel for schedule(static) num_threads(threads_for(static_cast <int64_t>(out.size()) / 16))
@@ -762,9 +842,9 @@ bool negative_box(const Array3<float>& out, Range box[3]) {
     Range& r = rows[static_cast<size_t>(k0)];
     Range& c = cols[static_cast<size_t>(k0)];
     for (int64_t k1 = 0; k1 < s[1]; ++k1) {
-      const float* o = &out(k0, k1, 0);
+      const OutT* o = &out(k0, k1, 0);
       for (int64_t k2 = 0; k2 < s[2]; ++k2)
-        if (o[k2] < 0.0f) {
+        if (o[k2] < OutT(0)) {
           r = {std::min(r.lo, k1), std::max(r.hi, k1 + 1)};
           c = {std::min(c.lo, k2), std::max(c.hi, k2 + 1)};
         }
@@ -783,14 +863,22 @@ bool negative_box(const Array3<float>& out, Range box[3]) {
   return !box[0].empty();
 }
 
-template <class T>
+// OutT: float32, or int8 for labels that fit it.
+template <class T, class OutT>
 void resize_segmentation_impl(const Array3<T>& seg, const Shape3& out_shape, int order, bool slices,
-                              Array3<float>& out) {
+                              Array3<OutT>& out) {
   check_order(order);
   check_shapes(seg.shape, out_shape);
   if (slices) AMOSPREP_VERIFY(seg.shape[0] == out_shape[0], "slice-wise resize keeps axis 0");
   if (order == 0) {  // batchgenerators: resize of the label values themselves (nearest), cast back
-    resize_data_impl(seg, out_shape, 0, slices, out);
+    if constexpr (std::is_same_v<OutT, float>) {
+      resize_data_impl(seg, out_shape, 0, slices, out);
+    } else {
+      Array3<float> values;
+      resize_data_impl(seg, out_shape, 0, slices, values);
+      size_array(out, out_shape);
+      for (size_t v = 0; v < values.v.size(); ++v) out.v[v] = static_cast<OutT>(values.v[v]);
+    }
     return;
   }
   const AxisMap m0 = make_axis_map(seg.shape[0], out_shape[0], order, !slices);
@@ -798,10 +886,10 @@ void resize_segmentation_impl(const Array3<T>& seg, const Shape3& out_shape, int
   const AxisMap m2 = make_axis_map(seg.shape[2], out_shape[2], order, true);
   const AxisMap* maps[3] = {&m0, &m1, &m2};
   size_array(out, out_shape);
-  float* zero = out.data();
+  OutT* zero = out.data();
   const int64_t n_out = static_cast<int64_t>(out.size());
 #pragma omp parallel for schedule(static) num_threads(threads_for(n_out / 16))
-  for (int64_t i = 0; i < n_out; ++i) zero[i] = 0.0f;
+  for (int64_t i = 0; i < n_out; ++i) zero[i] = OutT(0);
 
   const std::vector<LabelBox> labels = find_labels(seg);
   const Range everywhere[3] = {{0, out_shape[0]}, {0, out_shape[1]}, {0, out_shape[2]}};
@@ -822,11 +910,11 @@ void resize_segmentation_impl(const Array3<T>& seg, const Shape3& out_shape, int
     const Range o2 = reg.out[2];
     const float label = lb.label;
     zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double*) {
-      float* d = &out(k0, k1, 0);
+      OutT* d = &out(k0, k1, 0);
       for (int64_t k2 = o2.lo; k2 < o2.hi; ++k2) {
         double v = line[k2 - o2.lo];
         if (std::fabs(v - 0.5) < kLabelTieBand) v = zoom.exact(k0, k1, k2);
-        if (v >= 0.5 && (!background || d[k2] < 0.0f)) d[k2] = label;
+        if (v >= 0.5 && (!background || d[k2] < OutT(0))) d[k2] = static_cast<OutT>(label);
       }
     });
   }
@@ -854,18 +942,19 @@ void axis_first(const Array3<T>& a, int axis, Array3<T>& b) {
       for (int64_t k = 0; k < t[2]; ++k) b(i, j, k) = axis == 1 ? a(j, i, k) : a(j, k, i);
 }
 
-template <class T>
-void copy_array(const Array3<T>& a, Array3<float>& b) {
+template <class T, class OutT>
+void copy_array(const Array3<T>& a, Array3<OutT>& b) {
   size_array(b, a.shape);
   const T* s = a.data();
-  float* d = b.data();
+  OutT* d = b.data();
   const int64_t n = static_cast<int64_t>(a.size());
 #pragma omp parallel for schedule(static) num_threads(threads_for(n / 16))
-  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(s[i]);
+  for (int64_t i = 0; i < n; ++i) d[i] = static_cast<OutT>(s[i]);
 }
 
 // Inverse of axis_first composed with the nearest-slice mapping along the moved axis.
-void restore_axis_nearest(const Array3<float>& b, int axis, int64_t n_out, Array3<float>& out) {
+template <class OutT>
+void restore_axis_nearest(const Array3<OutT>& b, int axis, int64_t n_out, Array3<OutT>& out) {
   const std::vector<int64_t> src = nearest_slices(b.shape[0], n_out);
   const Shape3 t = b.shape;
   const Shape3 s =
@@ -874,12 +963,12 @@ void restore_axis_nearest(const Array3<float>& b, int axis, int64_t n_out, Array
 #pragma omp parallel for schedule(static) num_threads(threads_for(voxel_count(s) / 16))
   for (int64_t i = 0; i < s[0]; ++i)
     for (int64_t j = 0; j < s[1]; ++j) {
-      float* d = &out(i, j, 0);
+      OutT* d = &out(i, j, 0);
       if (axis == 0) {
-        const float* p = &b(src[static_cast<size_t>(i)], j, 0);
+        const OutT* p = &b(src[static_cast<size_t>(i)], j, 0);
         std::copy(p, p + s[2], d);
       } else if (axis == 1) {
-        const float* p = &b(src[static_cast<size_t>(j)], i, 0);
+        const OutT* p = &b(src[static_cast<size_t>(j)], i, 0);
         std::copy(p, p + s[2], d);
       } else {
         for (int64_t k = 0; k < s[2]; ++k) d[k] = b(src[static_cast<size_t>(k)], i, j);
@@ -888,18 +977,26 @@ void restore_axis_nearest(const Array3<float>& b, int axis, int64_t n_out, Array
 }
 
 // resample_data_or_seg for one channel (§6.4).
-template <class T>
+// A channel's resize: labels (is_seg) into float32 or int8, image data into float32.
+template <class T, class OutT>
+void resize_channel(const Array3<T>& in, const Shape3& out_shape, int order, bool slices, bool is_seg, Array3<OutT>& out) {
+  if (is_seg)
+    resize_segmentation_impl(in, out_shape, order, slices, out);
+  else if constexpr (std::is_same_v<OutT, float>)
+    resize_data_impl(in, out_shape, order, slices, out);
+  else
+    throw InternalError("image channels are resampled to float32 only");
+}
+
+template <class T, class OutT>
 void resample_channel(const Array3<T>& in, const Shape3& new_shape, bool is_seg, int order, const SeparateZ& sz,
-                      Array3<float>& out) {
+                      Array3<OutT>& out) {
   if (in.shape == new_shape) {
     copy_array(in, out);
     return;
   }
   if (!sz.separate) {
-    if (is_seg)
-      resize_segmentation_impl(in, new_shape, order, false, out);
-    else
-      resize_data_impl(in, new_shape, order, false, out);
+    resize_channel(in, new_shape, order, false, is_seg, out);
     return;
   }
   const int ax = sz.axis;
@@ -910,18 +1007,15 @@ void resample_channel(const Array3<T>& in, const Shape3& new_shape, bool is_seg,
   int p = 1;
   for (int a = 0; a < 3; ++a)
     if (a != ax) plane_shape[p++] = new_shape[a];
-  Array3<float> tmp;
-  if (is_seg)
-    resize_segmentation_impl(moved, plane_shape, order, true, tmp);
-  else
-    resize_data_impl(moved, plane_shape, order, true, tmp);
+  Array3<OutT> tmp;
+  resize_channel(moved, plane_shape, order, true, is_seg, tmp);
   restore_axis_nearest(tmp, ax, new_shape[ax], out);
 }
 
 // resample_channel with repeated slices kept once where the separate-z path runs along axis 0.
-template <class T>
+template <class T, class OutT>
 void resample_channel_mapped(const Array3<T>& in, const Shape3& new_shape, bool is_seg, int order,
-                             const SeparateZ& sz, SliceMappedVolume& out) {
+                             const SeparateZ& sz, SliceMapped<OutT>& out) {
   if (!(sz.separate && sz.axis == 0 && in.shape[0] != new_shape[0])) {
     resample_channel(in, new_shape, is_seg, order, sz, out.planes);
     out.shape = new_shape;
@@ -930,10 +1024,7 @@ void resample_channel_mapped(const Array3<T>& in, const Shape3& new_shape, bool 
     return;
   }
   const Shape3 plane_shape{in.shape[0], new_shape[1], new_shape[2]};
-  if (is_seg)
-    resize_segmentation_impl(in, plane_shape, order, true, out.planes);
-  else
-    resize_data_impl(in, plane_shape, order, true, out.planes);
+  resize_channel(in, plane_shape, order, true, is_seg, out.planes);
   out.shape = new_shape;
   out.plane_of = nearest_slices(in.shape[0], new_shape[0]);
 }
@@ -984,7 +1075,39 @@ void resample_patient_impl(const std::vector<Array3<TD>>& data, const Array3<TS>
     seg_out = Out();
 }
 
+template <class TD>
+bool resample_data_streamed_impl(const std::vector<Array3<TD>>& data, const std::array<double, 3>& spacing,
+                                 const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
+                                 const ChannelPlaneSink& take) {
+  if (data.empty()) return false;
+  const PatientPlan p = plan_patient(data, Array3<int8_t>(), spacing, target, settings);
+  if (p.sz.separate || settings.order_data == 0 || data[0].shape == p.new_shape) return false;
+  for (size_t c = 0; c < data.size(); ++c) {
+    PlaneStream stream{align, [&](int64_t first, int64_t count, float* planes) { take(c, first, count, planes); }};
+    Array3<float> unused;
+    resize_data_impl(data[c], p.new_shape, settings.order_data, false, unused, &stream);
+  }
+  return true;
+}
+
 }  // namespace
+
+void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>& spacing,
+                         const std::array<double, 3>& target, const ResampleSettings& settings, SliceMappedLabels& out) {
+  const PatientPlan p = plan_patient(std::vector<Array3<int16_t>>(), seg, spacing, target, settings);
+  resample_channel_mapped(seg, p.new_shape, true, settings.order_seg, p.sz, out);
+}
+
+bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
+                            const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
+                            const ChannelPlaneSink& take) {
+  return resample_data_streamed_impl(data, spacing, target, settings, align, take);
+}
+bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
+                            const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
+                            const ChannelPlaneSink& take) {
+  return resample_data_streamed_impl(data, spacing, target, settings, align, take);
+}
 
 void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
                       const std::array<double, 3>& spacing, const std::array<double, 3>& target,
@@ -1078,6 +1201,14 @@ void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Arr
                              const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out);
+bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
+                            const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
+                            const ChannelPlaneSink& take);
+bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
+                            const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
+                            const ChannelPlaneSink& take);
+void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>& spacing,
+                         const std::array<double, 3>& target, const ResampleSettings& settings, SliceMappedLabels& out);
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
 void resize_segmentation(const Array3<float>& seg, const Shape3& out_shape, int order, Array3<float>& out);
 void resize_data_slices(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
@@ -1148,6 +1279,20 @@ void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Arr
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out) {
   AMOSPREP_ISA_DISPATCH(resample_patient_mapped, data, seg, spacing, target, settings, data_out, seg_out);
+}
+void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>& spacing,
+                         const std::array<double, 3>& target, const ResampleSettings& settings, SliceMappedLabels& out) {
+  AMOSPREP_ISA_DISPATCH(resample_seg_mapped, seg, spacing, target, settings, out);
+}
+bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
+                            const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
+                            const ChannelPlaneSink& take) {
+  return AMOSPREP_ISA_DISPATCH(resample_data_streamed, data, spacing, target, settings, align, take);
+}
+bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
+                            const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
+                            const ChannelPlaneSink& take) {
+  return AMOSPREP_ISA_DISPATCH(resample_data_streamed, data, spacing, target, settings, align, take);
 }
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
   AMOSPREP_ISA_DISPATCH(resize_data, in, out_shape, order, out);

@@ -26,6 +26,9 @@ ClassLocations sample_class_locations(const Array3<float>& seg, const std::vecto
 /// volume).
 ClassLocations sample_class_locations(const SliceMappedVolume& seg, const std::vector<int64_t>& all_classes,
                                       uint32_t seed = 1234);
+/// The same for int8 labels (results equal those of the float32 volume with the same values).
+ClassLocations sample_class_locations(const SliceMappedLabels& seg, const std::vector<int64_t>& all_classes,
+                                      uint32_t seed = 1234);
 
 /// dict{int: (k, 3) int64 ndarray, or [] for an absent class}, as nnU-Net pickles it.
 py::Value class_locations_to_py(const ClassLocations& locations);

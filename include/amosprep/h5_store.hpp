@@ -51,6 +51,14 @@ class H5Store {
   /// (c, z, y, x) one. Planes may repeat.
   void write_independent_planes(const std::string& path, int64_t first, int64_t count,
                                 const std::vector<const float*>& planes, bool f32_to_i8);
+  /// The same from int8 planes into an int8 dataset.
+  void write_independent_planes(const std::string& path, int64_t first, int64_t count,
+                                const std::vector<const int8_t*>& planes);
+  /// Independent write of planes [first, first + count) along axis 1 of row `row` of a chunked 4-D dataset, e.g.
+  /// z slices of one channel of a (c, z, y, x) one; `first` on a chunk boundary, `first + count` on one or at the
+  /// end. `planes` holds the count planes one after the other.
+  void write_independent_plane_range(const std::string& path, int64_t row, int64_t first, int64_t count,
+                                     const float* planes);
   /// Collective write: every rank calls it for the same dataset; only the owner passes data (others nullptr).
   void write_collective(const std::string& path, const void* data_or_null);
 
@@ -64,7 +72,8 @@ class H5Store {
 
  private:
   void write_chunks(const std::string& path, int64_t first, int64_t count, const void* data,
-                    const std::vector<const float*>* planes, bool f32_to_i8);
+                    const std::vector<const void*>* planes, bool f32_to_i8, int64_t first1 = 0, int64_t count1 = -1,
+                    size_t planes_elem = sizeof(float));
   long long file_ = -1;  // hid_t
   int page_fd_ = -1;     // read-only descriptor of the same file, for release_written_pages
   H5Layout layout_;

@@ -10,6 +10,8 @@ namespace amosprep {
 /// Scheme "CT": x = clip(x, f32(percentile_00_5), f32(percentile_99_5)); x = f32(x - mean); x = f32(x / sd).
 /// (nnU-Net's optional `use_nonzero_mask` zeroing is not applied; it is False for CT.)
 void normalize_ct(Array3<float>& x, const IntensityStats& s);
+/// normalize_ct of `n` values in place (the scheme is pointwise: any part of a volume).
+void normalize_ct(float* v, int64_t n, const IntensityStats& s);
 
 /// Scheme "CT2": mask = (x > f32(lb)) & (x < f32(ub)) on the unclipped data (float32 comparisons), clip as CT,
 /// then mn/sd = numpy float32 mean/std of the clipped masked voxels in C order, x = f32(f32(x - mn) / sd).

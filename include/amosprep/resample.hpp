@@ -8,6 +8,8 @@
 // bounding box (plus the cubic prefilter's decay margin), values within 1e-9 of 0.5 recomputed in tensor order.
 // OpenMP inside; results do not depend on the thread count.
 #include <array>
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -59,6 +61,32 @@ void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Arr
                              const std::array<double, 3>& spacing, const std::array<double, 3>& target,
                              const ResampleSettings& settings, std::vector<SliceMappedVolume>& data_out,
                              SliceMappedVolume& seg_out);
+/// The segmentation of resample_patient_mapped from int8 labels, kept as int8 (every output value is an input
+/// label, so it fits): a quarter of the float32 memory.
+void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>& spacing,
+                         const std::array<double, 3>& target, const ResampleSettings& settings, SliceMappedLabels& out);
+
+/// Output planes of one channel, in order: planes [first, first + count), y * x float32 values each, valid only
+/// during the call (the receiver may change them, e.g. normalise them in place).
+struct PlaneStream {
+  int64_t align = 1;  ///< every call but a channel's last covers a multiple of `align` planes (e.g. a chunk depth)
+  std::function<void(int64_t first, int64_t count, float* planes)> take;
+};
+/// take(channel, first, count, planes), as PlaneStream::take for each image channel in turn.
+using ChannelPlaneSink = std::function<void(size_t channel, int64_t first, int64_t count, float* planes)>;
+
+/// The image channels of resample_patient, streamed: where the case is resampled by a 3-D zoom (no separate-z,
+/// order > 0, the shape changes), each channel's output planes go to `take` as they are computed, `align` planes
+/// at a time, so no channel is ever whole in memory; the planes are bit-identical to resample_patient's. Returns
+/// false without calling `take` otherwise (the caller then resamples the whole volume). An exception thrown by
+/// `take` ends the resampling and is rethrown.
+bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
+                            const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
+                            const ChannelPlaneSink& take);
+bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
+                            const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
+                            const ChannelPlaneSink& take);
+
 /// skimage resize(order 0/1/3, mode='edge', anti_aliasing=False) of a 3-D volume incl. the clip to the input
 /// range, cast to float32. All three axes are interpolated (also ones whose size does not change).
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);

@@ -32,29 +32,32 @@ struct Array3 {
   const T& operator()(int64_t z, int64_t y, int64_t x) const { return v[index(z, y, x)]; }
 };
 
-/// A (z, y, x) float32 volume whose z slices may repeat: slice z is slice `plane_of[z]` of `planes`. The
-/// separate-z resampling (nearest along z) gives this without copying the repeated slices; a plain volume has
-/// plane_of[z] = z.
-struct SliceMappedVolume {
+/// A (z, y, x) volume whose z slices may repeat: slice z is slice `plane_of[z]` of `planes`. The separate-z
+/// resampling (nearest along z) gives this without copying the repeated slices; a plain volume has plane_of[z] = z.
+template <class T>
+struct SliceMapped {
   Shape3 shape{0, 0, 0};          ///< the full (z, y, x) shape
-  Array3<float> planes;           ///< the distinct slices, shape (n, y, x)
+  Array3<T> planes;               ///< the distinct slices, shape (n, y, x)
   std::vector<int64_t> plane_of;  ///< for each z, its slice in `planes`
 
-  const float* slice(int64_t z) const {
-    return planes.data() + plane_of[static_cast<size_t>(z)] * shape[1] * shape[2];
-  }
+  const T* slice(int64_t z) const { return planes.data() + plane_of[static_cast<size_t>(z)] * shape[1] * shape[2]; }
   /// One pointer per z slice (y * x contiguous values each).
-  std::vector<const float*> slice_pointers() const {
-    std::vector<const float*> p(static_cast<size_t>(shape[0]));
+  std::vector<const T*> slice_pointers() const {
+    std::vector<const T*> p(static_cast<size_t>(shape[0]));
     for (int64_t z = 0; z < shape[0]; ++z) p[static_cast<size_t>(z)] = slice(z);
     return p;
   }
   bool repeats_slices() const { return planes.shape[0] != shape[0]; }
 };
+/// Image channels (float32).
+using SliceMappedVolume = SliceMapped<float>;
+/// Label maps whose values fit int8 (a quarter of the float32 memory).
+using SliceMappedLabels = SliceMapped<int8_t>;
 
-/// Takes `a` over as a SliceMappedVolume with one plane per slice (no copy).
-inline SliceMappedVolume slice_mapped(Array3<float>&& a) {
-  SliceMappedVolume m;
+/// Takes `a` over as a SliceMapped volume with one plane per slice (no copy).
+template <class T>
+SliceMapped<T> slice_mapped(Array3<T>&& a) {
+  SliceMapped<T> m;
   m.shape = a.shape;
   m.plane_of.resize(static_cast<size_t>(a.shape[0]));
   for (int64_t z = 0; z < a.shape[0]; ++z) m.plane_of[static_cast<size_t>(z)] = z;
@@ -63,13 +66,14 @@ inline SliceMappedVolume slice_mapped(Array3<float>&& a) {
 }
 
 /// The full volume of `m` (repeated slices copied out).
-inline Array3<float> expand_slices(const SliceMappedVolume& m) {
-  Array3<float> a;
+template <class T>
+Array3<T> expand_slices(const SliceMapped<T>& m) {
+  Array3<T> a;
   a.shape = m.shape;
   a.v.resize(static_cast<size_t>(voxel_count(m.shape)));
   const int64_t plane = m.shape[1] * m.shape[2];
   for (int64_t z = 0; z < m.shape[0]; ++z) {
-    const float* s = m.slice(z);
+    const T* s = m.slice(z);
     std::copy(s, s + plane, a.v.begin() + z * plane);
   }
   return a;

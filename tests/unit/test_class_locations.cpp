@@ -147,4 +147,13 @@ TEST(ClassLocations, RepeatedSlicesGiveTheSameDrawsAsTheFullVolume) {
   EXPECT_EQ(a.coords, b.coords);
   EXPECT_FALSE(a.coords[1].empty());
   EXPECT_TRUE(a.coords[5].empty());
+  // int8 labels (what the pipeline keeps for compact crops) draw the same locations
+  SliceMappedLabels l;
+  l.shape = m.shape;
+  l.plane_of = m.plane_of;
+  l.planes = Array3<int8_t>(m.planes.shape);
+  for (size_t i = 0; i < l.planes.v.size(); ++i) l.planes.v[i] = static_cast<int8_t>(m.planes.v[i]);
+  const ClassLocations c = sample_class_locations(l, {0, 1, 2, 3, 4, 9});
+  EXPECT_EQ(c.classes, b.classes);
+  EXPECT_EQ(c.coords, b.coords);
 }

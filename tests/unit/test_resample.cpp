@@ -838,5 +838,80 @@ TEST(ResampleMapped, Int16DataAndInt8LabelsGiveTheFloatResults) {
     EXPECT_EQ(0, std::memcmp(id[0].planes.v.data(), fd[0].planes.v.data(), fd[0].planes.v.size() * 4));
     ASSERT_EQ(is.planes.v.size(), fs.planes.v.size());
     EXPECT_EQ(0, std::memcmp(is.planes.v.data(), fs.planes.v.data(), fs.planes.v.size() * 4));
+    // labels kept as int8: the same values and slice mapping
+    SliceMappedLabels ls;
+    resample_seg_mapped(s8, c.spacing, c.target, st, ls);
+    EXPECT_EQ(ls.plane_of, fs.plane_of);
+    ASSERT_EQ(ls.planes.v.size(), fs.planes.v.size());
+    for (size_t v = 0; v < ls.planes.v.size(); ++v)
+      ASSERT_EQ(static_cast<float>(ls.planes.v[v]), fs.planes.v[v]) << "voxel " << v;
   }
+}
+
+TEST(ResampleStreamed, PlanesEqualTheWholeVolumeForAnyAlignmentAndThreadCount) {
+  const Shape3 in{11, 30, 28};
+  const Array3<float> d = data_a(in), d2 = data_c(in);
+  Array3<int16_t> d16(in);
+  for (size_t i = 0; i < d.v.size(); ++i) d16.v[i] = static_cast<int16_t>(d.v[i]);
+  ResampleSettings st;
+  st.force_separate_z = false;
+  const std::array<double, 3> spacing{5.0, 0.8, 0.8}, target{1.5, 1.0, 1.0};  // 11 -> 37 planes
+  std::vector<Array3<float>> whole;
+  Array3<float> no_seg;
+  resample_patient({d, d2}, Array3<float>(), spacing, target, st, whole, no_seg);
+  const int64_t plane = whole[0].shape[1] * whole[0].shape[2];
+  const int64_t old_grain = resample_detail::parallel_grain();
+  const int old_threads = omp_get_max_threads();
+  resample_detail::set_parallel_grain(64);
+  for (int threads : {1, 3})
+    for (int64_t align : {int64_t{1}, int64_t{5}, int64_t{16}, int64_t{100}}) {
+      SCOPED_TRACE("threads " + std::to_string(threads) + " align " + std::to_string(align));
+      omp_set_num_threads(threads);
+      std::vector<std::vector<float>> got(2);
+      std::vector<int64_t> next(2, 0);
+      const bool ok = resample_data_streamed(
+          std::vector<Array3<float>>{d, d2}, spacing, target, st, align,
+          [&](size_t c, int64_t first, int64_t count, float* planes) {
+            EXPECT_EQ(first, next[c]);
+            next[c] = first + count;
+            if (next[c] != whole[c].shape[0]) EXPECT_EQ(count % align, 0);
+            got[c].insert(got[c].end(), planes, planes + count * plane);
+          });
+      ASSERT_TRUE(ok);
+      for (size_t c = 0; c < 2; ++c) {
+        ASSERT_EQ(got[c].size(), whole[c].v.size());
+        EXPECT_EQ(0, std::memcmp(got[c].data(), whole[c].v.data(), got[c].size() * 4)) << "channel " << c;
+      }
+      std::vector<float> got16;
+      ASSERT_TRUE(resample_data_streamed(std::vector<Array3<int16_t>>{d16}, spacing, target, st, align,
+                                         [&](size_t, int64_t, int64_t count, float* planes) {
+                                           got16.insert(got16.end(), planes, planes + count * plane);
+                                         }));
+      ASSERT_EQ(got16.size(), whole[0].v.size());
+      EXPECT_EQ(0, std::memcmp(got16.data(), whole[0].v.data(), got16.size() * 4));
+    }
+  omp_set_num_threads(old_threads);
+  resample_detail::set_parallel_grain(old_grain);
+}
+
+TEST(ResampleStreamed, DeclinesWhatIsNotA3DZoomAndPassesOnErrors) {
+  const Shape3 in{11, 30, 28};
+  const std::vector<Array3<float>> d{data_a(in)};
+  int calls = 0;
+  auto count_calls = [&](size_t, int64_t, int64_t, float*) { ++calls; };
+  ResampleSettings st;  // v21: separate-z decided per case
+  EXPECT_FALSE(resample_data_streamed(d, {5.0, 0.8, 0.8}, {1.5, 1.0, 1.0}, st, 4, count_calls));  // separate-z
+  EXPECT_FALSE(resample_data_streamed(d, {1.0, 1.0, 1.0}, {1.0, 1.0, 1.0}, st, 4, count_calls));  // same shape
+  st.order_data = 0;
+  st.force_separate_z = false;
+  EXPECT_FALSE(resample_data_streamed(d, {2.0, 1.0, 1.0}, {1.0, 1.0, 1.0}, st, 4, count_calls));  // nearest
+  EXPECT_EQ(calls, 0);
+  st.order_data = 3;
+  EXPECT_THROW(resample_data_streamed(d, {2.0, 1.0, 1.0}, {1.0, 1.0, 1.0}, st, 4,
+                                      [&](size_t, int64_t, int64_t, float*) {
+                                        ++calls;
+                                        throw IoError("out.npz", "disk full");
+                                      }),
+               IoError);
+  EXPECT_EQ(calls, 1);  // nothing more is handed on after a failure
 }
