@@ -370,7 +370,13 @@ std::span<const DeflateBuffer> DeflateRuns::compress(std::span<const std::span<c
   return finish();
 }
 
-void DeflateRuns::begin() { used_ = last_count_ = 0; }
+void DeflateRuns::begin() { used_ = last_count_ = flushed_ = 0; }
+
+void DeflateRuns::flushed() {
+  const size_t keep = last_count_;
+  for (size_t s = 0; s < keep; ++s) std::swap(parts_[s], parts_[used_ - keep + s]);
+  used_ = flushed_ = keep;
+}
 
 void DeflateRuns::append(std::span<const unsigned char> piece) {
   const size_t count = (piece.size() + kSegmentBytes - 1) / kSegmentBytes;

@@ -253,10 +253,21 @@ void NpzWriter::begin_member(const std::string& name, py::DType dtype, const std
     if (compression_ == NpzCompression::none) {
       m.method = kMethodStored;
       m.csize = m.usize;
-    } else if (m.usize < options_.whole_buffer_limit && compression_ == NpzCompression::fast) {
+    } else if (compression_ == NpzCompression::fast) {
+      // Streamed: each piece's compressed segments go to the file at once (nothing accumulates in memory); a
+      // stored (non-final) deflate block carries the .npy header; sizes and CRC follow in a data descriptor.
       m.method = kMethodDeflate;
+      m.flags = kFlagDataDescriptor;
       o->compressor_lock = std::unique_lock<std::mutex>(compressor_mutex);
       shared_compressor().begin();
+      const std::string lh = local_header(m.name, m.method, m.flags, 0, 0, 0);
+      file_->write(lh.data(), lh.size());
+      const auto len = static_cast<uint16_t>(o->npy_header.size());
+      std::string prefix = {'\0', static_cast<char>(len & 0xff), static_cast<char>(len >> 8),
+                            static_cast<char>(~len & 0xff), static_cast<char>((~len >> 8) & 0xff)};
+      prefix += o->npy_header;
+      file_->write(prefix.data(), prefix.size());
+      m.csize = prefix.size();
     } else if (m.usize < options_.whole_buffer_limit) {
       m.method = kMethodDeflate;
       o->zbound = deflateBound(nullptr, m.usize) + 64;
@@ -274,7 +285,7 @@ void NpzWriter::begin_member(const std::string& name, py::DType dtype, const std
       o->streamed = true;
       const std::string lh = local_header(m.name, m.method, m.flags, 0, 0, 0);
       file_->write(lh.data(), lh.size());
-      o->z = std::make_unique<ZlibDeflater>(path_, compression_ == NpzCompression::fast ? 1 : 6);
+      o->z = std::make_unique<ZlibDeflater>(path_, 6);
       o->z->feed(hdr, o->npy_header.size(), false, [&](const unsigned char* p, size_t n) {
         file_->write(p, n);
         o->m.csize += n;
@@ -304,6 +315,7 @@ void NpzWriter::add_piece(std::span<const unsigned char> piece) {
       o.held.push_back(piece);
     } else if (o.compressor_lock.owns_lock()) {
       shared_compressor().append(piece);
+      write_compressed_segments();
     } else if (o.streamed) {
       o.z->feed(piece.data(), piece.size(), false, [&](const unsigned char* p, size_t n) {
         file_->write(p, n);
@@ -325,6 +337,15 @@ void NpzWriter::add_piece(std::span<const unsigned char> piece) {
   }
 }
 
+void NpzWriter::write_compressed_segments() {
+  DeflateRuns& c = shared_compressor();
+  for (const DeflateBuffer& part : c.unflushed()) {
+    file_->write(part.data.get(), part.size);
+    open_->m.csize += part.size;
+  }
+  c.flushed();
+}
+
 void NpzWriter::add_piece_again() {
   if (!open_) throw InternalError("NpzWriter::add_piece_again without begin_member");
   OpenMember& o = *open_;
@@ -338,6 +359,7 @@ void NpzWriter::add_piece_again() {
     o.fed += n;
     o.m.crc = static_cast<uint32_t>(crc32_combine(o.m.crc, o.last_piece_crc, static_cast<z_off_t>(n)));
     shared_compressor().append_again();
+    write_compressed_segments();
   } catch (const std::bad_alloc&) {
     fail();
     throw IoError(path_, "out of memory while writing an npz member");
@@ -355,25 +377,16 @@ void NpzWriter::end_member() {
       file_->write(lh.data(), lh.size());
       file_->write(o->npy_header.data(), o->npy_header.size());
       for (const auto& piece : o->held) file_->write(piece.data(), piece.size());
-    } else if (o->compressor_lock.owns_lock()) {
-      // A stored (non-final) deflate block carries the small .npy header; the pieces of the run-aware deflater
-      // follow it directly from its reusable buffers (no concatenated copy). Together: one valid deflate stream.
-      const auto len = static_cast<uint16_t>(o->npy_header.size());
-      std::string prefix = {'\0', static_cast<char>(len & 0xff), static_cast<char>(len >> 8),
-                            static_cast<char>(~len & 0xff), static_cast<char>((~len >> 8) & 0xff)};
-      prefix += o->npy_header;
-      const auto parts = shared_compressor().finish();
-      m.csize = prefix.size();
-      for (const DeflateBuffer& part : parts) m.csize += part.size;
-      const std::string lh = local_header(m.name, m.method, m.flags, m.crc, m.csize, m.usize);
-      file_->write(lh.data(), lh.size());
-      file_->write(prefix.data(), prefix.size());
-      for (const DeflateBuffer& part : parts) file_->write(part.data.get(), part.size);
-    } else if (o->streamed) {
-      o->z->feed(nullptr, 0, true, [&](const unsigned char* p, size_t n) {
-        file_->write(p, n);
-        m.csize += n;
-      });
+    } else if (o->compressor_lock.owns_lock() || o->streamed) {
+      if (o->streamed) {
+        o->z->feed(nullptr, 0, true, [&](const unsigned char* p, size_t n) {
+          file_->write(p, n);
+          m.csize += n;
+        });
+      } else {
+        file_->write(kDeflateFinalEmptyBlock, sizeof kDeflateFinalEmptyBlock);
+        m.csize += sizeof kDeflateFinalEmptyBlock;
+      }
       std::string dd;
       put32(dd, kSigDescriptor);
       put32(dd, m.crc);

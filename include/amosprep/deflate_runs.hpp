@@ -39,10 +39,17 @@ class DeflateRuns {
   void append_again();
   std::span<const DeflateBuffer> finish();
 
+  /// Streaming use (instead of finish): the segments appended since the last flushed(), to be written in order
+  /// and followed at the end by kDeflateFinalEmptyBlock.
+  std::span<const DeflateBuffer> unflushed() const { return {parts_.data() + flushed_, used_ - flushed_}; }
+  /// Marks unflushed() written; its buffers are reused, except the last piece's (kept for append_again).
+  void flushed();
+
  private:
   std::vector<DeflateBuffer> parts_;
   size_t used_ = 0;        // parts_[0, used_) hold the stream so far
   size_t last_count_ = 0;  // segments of the last appended piece: parts_[used_ - last_count_, used_)
+  size_t flushed_ = 0;     // parts_[0, flushed_) are written (streaming use)
 };
 
 /// One-shot form of DeflateRuns::compress, concatenated (tests).

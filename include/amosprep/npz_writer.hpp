@@ -14,8 +14,8 @@ namespace amosprep {
 /// How .npz members are stored.
 enum class NpzCompression {
   none,    ///< ZIP "stored" (method 0): fastest, largest.
-  fast,    ///< deflate by deflate_runs (run-aware, ~4x libdeflate level 1 here, similar size); zlib level 1 when
-           ///< streaming very large members.
+  fast,    ///< deflate by deflate_runs (run-aware, ~4x libdeflate level 1 here, similar size), streamed to the
+           ///< file piece by piece (sizes in a ZIP64 data descriptor).
   nnunet   ///< deflate, zlib level 6 as np.savez_compressed: byte-identical to numpy with the same zlib.
 };
 /// "none" | "fast" | "nnunet"; anything else throws UsageError.
@@ -24,9 +24,9 @@ const char* npz_compression_name(NpzCompression c);
 
 /// Tuning and test hooks of NpzWriter; the defaults are what production uses.
 struct NpzWriteOptions {
-  /// Members whose .npy size (header + data) is below this are deflated into memory in one piece and written
-  /// with their sizes in the local header (like numpy). Larger ones are deflated by zlib in a stream straight to
-  /// the file, followed by a ZIP64 data descriptor. Ignored for NpzCompression::none (always streamed).
+  /// `nnunet`: members whose .npy size (header + data) is below this are deflated into memory in one piece and
+  /// written with their sizes in the local header (like numpy). Larger ones are deflated by zlib in a stream
+  /// straight to the file, followed by a ZIP64 data descriptor. Ignored by `none` and `fast` (always streamed).
   uint64_t whole_buffer_limit = uint64_t(2) << 30;
   /// Write ZIP64 extra fields in the central directory and the ZIP64 end records even when no value needs
   /// them (tests the > 4 GiB layout on small files). numpy itself only forces the local ZIP64 extra field.
@@ -68,6 +68,7 @@ class NpzWriter {
   struct Member;
   struct OpenMember;
   void write_central_directory();
+  void write_compressed_segments();
   void fail();
   std::string path_;
   NpzCompression compression_;
