@@ -1,9 +1,11 @@
 #include "amosprep/class_locations.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
-#include <stdexcept>
 #include <limits>
+#include <stdexcept>
+#include <type_traits>
 
 #include "amosprep/np_random.hpp"
 
@@ -57,9 +59,30 @@ class BucketOf {
 
 // Linear voxel indices per bucket, each in C order (what np.argwhere returns, flattened). Count pass, then a fill
 // pass at per-slice offsets, both parallel over z; the result does not depend on the thread count.
+// int8 labels: a 256-entry table of BucketOf's answers; other types ask BucketOf.
+template <class T>
+class BucketLookup {
+ public:
+  explicit BucketLookup(const BucketOf& b) : b_(b) {
+    if constexpr (std::is_same_v<T, int8_t>)
+      for (int v = -128; v < 128; ++v) lut_[static_cast<uint8_t>(static_cast<int8_t>(v))] = b(static_cast<float>(v));
+  }
+  int32_t operator()(T v) const {
+    if constexpr (std::is_same_v<T, int8_t>)
+      return lut_[static_cast<uint8_t>(v)];
+    else
+      return b_(static_cast<float>(v));
+  }
+
+ private:
+  const BucketOf& b_;
+  std::array<int32_t, 256> lut_{};
+};
+
 template <class Idx, class T>
 std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const T*>& slices, const Shape3& shape,
-                                            const BucketOf& bucket_of, size_t n_buckets) {
+                                            const BucketOf& bucket_of_value, size_t n_buckets) {
+  const BucketLookup<T> bucket_of(bucket_of_value);
   const int64_t nz = shape[0];
   const int64_t slice = shape[1] * shape[2];
   std::vector<int64_t> counts(static_cast<size_t>(nz) * n_buckets, 0);
@@ -68,7 +91,7 @@ std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const T*>& slices,
     int64_t* c = counts.data() + static_cast<size_t>(z) * n_buckets;
     const T* p = slices[static_cast<size_t>(z)];
     for (int64_t t = 0; t < slice; ++t) {
-      const int32_t b = bucket_of(static_cast<float>(p[t]));
+      const int32_t b = bucket_of(p[t]);
       if (b >= 0) ++c[b];
     }
   }
@@ -91,7 +114,7 @@ std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const T*>& slices,
     const T* p = slices[static_cast<size_t>(z)];
     const int64_t first = z * slice;
     for (int64_t t = 0; t < slice; ++t) {
-      const int32_t b = bucket_of(static_cast<float>(p[t]));
+      const int32_t b = bucket_of(p[t]);
       if (b >= 0) base[static_cast<size_t>(b)][pos[static_cast<size_t>(b)]++] = static_cast<Idx>(first + t);
     }
   }

@@ -999,8 +999,15 @@ void Pipeline::phase_preprocess() {
   for (size_t k = 0; k < plan_.stages.size(); ++k)
     for (size_t i = 0; i < n; ++i) total_voxels += static_cast<double>(voxel_count(stage_shape(static_cast<int>(k), i)));
   Progress progress("preprocess", total_voxels, static_cast<int64_t>(n * plan_.stages.size()), opt_.quiet);
-  for (size_t i = 0; i < n; ++i) {
-    if (owner_[i] != rank_) continue;
+  // This rank's cases, the one needing the most memory last: the crops kept from phase 1 are freed case by case,
+  // so the biggest working set then meets the fewest of them (a lower peak; outputs do not depend on the order).
+  std::vector<size_t> order;
+  for (size_t i = 0; i < n; ++i)
+    if (owner_[i] == rank_) order.push_back(i);
+  std::vector<int64_t> peak(n, 0);
+  for (size_t i : order) peak[i] = estimate_case_peak(i);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return peak[a] < peak[b]; });
+  for (size_t i : order) {
     if (stop_requested()) break;
     std::vector<int> todo;
     for (size_t k = 0; k < plan_.stages.size(); ++k) {
@@ -1010,7 +1017,7 @@ void Pipeline::phase_preprocess() {
     }
     skipped += static_cast<int64_t>(plan_.stages.size() - todo.size());
     if (todo.empty()) continue;
-    const int64_t need = estimate_case_peak(i);
+    const int64_t need = peak[i];
     if (opt_.mem_per_rank > 0 && need > opt_.mem_per_rank)
       throw InputError(metas_[i].id, task_.training[i].images.at(0),
                        "needs about " + std::to_string(need >> 20) + " MiB to preprocess but the budget per rank is " +
@@ -1282,16 +1289,17 @@ void Pipeline::h5_finish() {
 }
 
 int64_t Pipeline::estimate_case_peak(size_t i) const {
-  // Cropped input (all channels + seg) + the float64 working copy of one padded channel for the cubic
-  // prefilter + resampled outputs + the stacked export buffer + a compressed copy in the worst case.
+  // The cropped input (float32 in the worst case; int16 CT + int8 labels need 3 bytes per voxel), the float64
+  // prefilter coefficients of the padded input, and the outputs of the largest stage: float32 image channels
+  // (when they cannot be streamed) and float32 labels (int8 for compact crops), plus 64 MiB of buffers.
   const double channels = static_cast<double>(task_.modalities.size());
   const Shape3 in = metas_[i].size_after_cropping;
   double out_vox = 0;
   for (size_t k = 0; k < plan_.stages.size(); ++k)
     out_vox = std::max(out_vox, static_cast<double>(voxel_count(stage_shape(static_cast<int>(k), i))));
   const double padded = static_cast<double>(in[0] + 24) * static_cast<double>(in[1] + 24) * static_cast<double>(in[2] + 24);
-  const double bytes = 4.0 * (channels + 1) * static_cast<double>(voxel_count(in)) + 8.0 * std::max(padded, out_vox) +
-                       4.0 * (channels + 1) * out_vox * 3.0 + 64.0 * 1024 * 1024;
+  const double bytes = 4.0 * (channels + 1) * static_cast<double>(voxel_count(in)) + 8.0 * padded +
+                       4.0 * channels * out_vox + 4.0 * out_vox + 64.0 * 1024 * 1024;
   return static_cast<int64_t>(bytes);
 }
 
