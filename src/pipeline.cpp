@@ -319,6 +319,10 @@ class Pipeline {
   void describe_crop(const CaseFiles& c, const Geometry& geom, const Crop& crop, CaseMeta* meta,
                      CaseSummary* summary) const;
   std::string manifest_path(int stage, const std::string& id) const;
+  // Binary class locations of a case-stage (per class of all_classes_: int64 count*3, then the rows).
+  std::string locs_path(int stage, const std::string& id) const {
+    return state_dir_ + "/locs/" + plan_.data_identifier + "_stage" + std::to_string(stage) + "_" + id + ".bin";
+  }
   bool manifest_complete(int stage, size_t case_index) const;
   // Preprocesses one stage of a case. On the case's last stage the cropped image channels are released as soon as
   // they are resampled (`last_stage`).
@@ -397,6 +401,7 @@ void Pipeline::load_task() {
     make_dirs(state_dir_ + "/manifest");
     make_dirs(state_dir_ + "/cache");
     make_dirs(state_dir_ + "/json");
+    make_dirs(state_dir_ + "/locs");
     make_dirs(out_dir_ + "/gt_segmentations");
     if (opt_.write_cropped) make_dirs(cropped_dir_ + "/gt_segmentations");
   }
@@ -973,6 +978,17 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
 
   ScopedPhase t_pkl(times_, "export_pkl_manifest", &case_log_entry_);
   const FileDigest pkl_digest = write_file_atomic(pkl, pickle_dumps(props));
+  {  // the class locations once more in binary, for the HDF5 store's metadata (no JSON parsing at the end)
+    ByteWriter w;
+    for (int64_t c : all_classes_) {
+      std::vector<int64_t> flat;
+      for (size_t slot = 0; slot < locs.classes.size(); ++slot)
+        if (locs.classes[slot] == c)
+          for (const auto& row : locs.coords[slot]) flat.insert(flat.end(), row.begin(), row.end());
+      w.put_vector(flat);
+    }
+    write_file_atomic(locs_path(stage, meta.id), w.bytes());
+  }
   write_json_mirror(state_dir_ + "/json/" + plan_.data_identifier + "_stage" + std::to_string(stage) + "_" + meta.id + ".json",
                     props);
 
@@ -1226,12 +1242,20 @@ void Pipeline::h5_finish() {
       s.pkl = read_file(dir + "/" + metas_[i].id + ".pkl");
       s.json = read_file(state_dir_ + "/json/" + plan_.data_identifier + "_stage" + std::to_string(k) + "_" +
                          metas_[i].id + ".json");
-      const auto j = nlohmann::json::parse(s.json);
-      for (int64_t c : all_classes_) {
-        std::vector<int64_t> flat;
-        for (const auto& row : j.at("class_locations").at(std::to_string(c)))
-          for (const auto& v : row) flat.push_back(v.get<int64_t>());
-        s.locs.push_back(std::move(flat));
+      try {  // binary copy written next to the JSON mirror; older state folders have only the JSON
+        const std::string bin = read_file(locs_path(static_cast<int>(k), metas_[i].id));
+        ByteReader r(bin);  // keeps a reference to `bin`
+        for (size_t c = 0; c < all_classes_.size(); ++c) s.locs.push_back(r.get_vector<int64_t>());
+        if (!r.done()) throw IoError(locs_path(static_cast<int>(k), metas_[i].id), "trailing bytes");
+      } catch (const std::exception&) {
+        s.locs.clear();
+        const auto j = nlohmann::json::parse(s.json);
+        for (int64_t c : all_classes_) {
+          std::vector<int64_t> flat;
+          for (const auto& row : j.at("class_locations").at(std::to_string(c)))
+            for (const auto& v : row) flat.push_back(v.get<int64_t>());
+          s.locs.push_back(std::move(flat));
+        }
       }
       sizes.put<int64_t>(static_cast<int64_t>(k));
       sizes.put<uint64_t>(i);

@@ -59,6 +59,7 @@ class ByteWriter {
 class ByteReader {
  public:
   explicit ByteReader(const std::string& b) : buf_(b) {}
+  explicit ByteReader(std::string&&) = delete;  // it keeps a reference: a temporary would dangle
   template <class T>
   T get() {
     T v;
