@@ -412,7 +412,8 @@ void Pipeline::load_task() {
 std::vector<double> Pipeline::schedule_costs() const {
   // Largest first on a cost read off the headers alone: the input voxels (read, crop) plus the output voxels of
   // every stage the planner would choose for these spacings and sizes (resampling and export dominate, and a
-  // 5 mm case upsampled to 1.5 mm costs several times its input). Sizes before cropping stand in for sizes after.
+  // 5 mm case upsampled to 1.5 mm in 3-D costs several times its input), counting only the distinct slices where
+  // separate-z keeps them once. Sizes before cropping stand in for sizes after.
   const size_t n = task_.training.size();
   std::vector<double> input_voxels(n);
   PlannerInput header_fp;
@@ -443,11 +444,15 @@ std::vector<double> Pipeline::schedule_costs() const {
   if (!plan) return costs;
   for (size_t i = 0; i < n; ++i)
     for (const StagePlan& sp : plan->stages) {
-      double out = 1;
+      std::array<double, 3> out{};
       for (int a = 0; a < 3; ++a)
-        out *= std::round(static_cast<double>(header_fp.sizes[i][static_cast<size_t>(a)]) *
-                          header_fp.spacings[i][static_cast<size_t>(a)] / sp.current_spacing[static_cast<size_t>(a)]);
-      costs[i] += kOutputVoxelWeight * out;
+        out[static_cast<size_t>(a)] =
+            std::round(static_cast<double>(header_fp.sizes[i][static_cast<size_t>(a)]) *
+                       header_fp.spacings[i][static_cast<size_t>(a)] / sp.current_spacing[static_cast<size_t>(a)]);
+      // Separate-z along axis 0 resamples each input slice in-plane once; the output slices are copies of them.
+      const SeparateZ sz = decide_separate_z(header_fp.spacings[i], sp.current_spacing, plan->force_separate_z);
+      if (sz.separate && sz.axis == 0) out[0] = static_cast<double>(header_fp.sizes[i][0]);
+      costs[i] += kOutputVoxelWeight * out[0] * out[1] * out[2];
     }
   return costs;
 }
