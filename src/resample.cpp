@@ -107,11 +107,31 @@ void size_array(Array3<T>& a, const Shape3& s) {
   }
 }
 
+// What the coefficient buffer holds after a shareable zoom (a whole-volume data zoom): the same input, padding
+// and layout let the next one (another stage of the same case) skip the prefilter steps already done.
+struct CoefKey {
+  const void* src = nullptr;
+  Shape3 shape{};
+  size_t elem = 0;
+  uint64_t hash = 0;  // of the source bytes: a buffer reused at the same address must not match
+  Range need[3];
+  int64_t pad[3] = {0, 0, 0}, ny = 0, nx = 0;
+  bool operator==(const CoefKey& o) const {
+    for (int a = 0; a < 3; ++a)
+      if (need[a].lo != o.need[a].lo || need[a].hi != o.need[a].hi || pad[a] != o.pad[a]) return false;
+    return src == o.src && shape == o.shape && elem == o.elem && hash == o.hash && ny == o.ny && nx == o.nx;
+  }
+};
+
 struct Workspace {
   RawBuffer<double> coef;         // prefiltered coefficients (order 3)
+  bool coef_shared = false;       // coef holds what coef_key describes, slab states in coef_state
+  CoefKey coef_key;
+  std::vector<uint8_t> coef_state;  // per slab: 0 prefiltered along axis 0, 1 also axis 1, 2 all three
   RawBuffer<double> ring, aring;  // recent z slabs after the axis-1 pass (aring: the same for |coefficients|)
   RawBuffer<float> window;        // output planes not yet handed on (streamed zooms)
   void release() {
+    coef_shared = false;
     coef.release();
     ring.release();
     aring.release();
@@ -300,10 +320,21 @@ Region full_region(const AxisMap* const maps[3]) {
 template <class T, class Value>
 class Zoom {
  public:
-  Zoom(const Array3<T>& src, Value value, const AxisMap* const maps[3], const Region& reg, bool want_bound)
+  // share: a whole-volume zoom whose prefiltered coefficients the next shareable zoom of the same input may reuse
+  // (its sampled ranges are widened to what any output size needs, so both use one layout).
+  Zoom(const Array3<T>& src, Value value, const AxisMap* const maps[3], const Region& reg, bool want_bound,
+       bool share = false)
       : src_(src), value_(value), reg_(reg), bound_(want_bound) {
     for (int a = 0; a < 3; ++a) m_[a] = maps[a];
     prefiltered_ = m_[2]->prefilter;  // order 3: every active axis; axis 2 is always active
+    share_ = share && prefiltered_;
+    for (int a = 0; a < 3 && share_; ++a)
+      share_ = m_[a]->prefilter && reg_.win[a].lo == 0 && reg_.win[a].hi == m_[a]->n_src;
+    for (int a = 0; a < 3 && share_; ++a) {  // cubic taps of any output size lie in [-2, n_in + 2) before padding
+      const int64_t pad = m_[a]->pad;
+      reg_.need[a] = {std::max<int64_t>(0, std::min(reg_.need[a].lo, pad - 2)),
+                      std::min(m_[a]->n_src, std::max(reg_.need[a].hi, pad + m_[a]->n_in + 2))};
+    }
     for (int a = 0; a < 3; ++a) {
       if (m_[a]->prefilter) {
         AMOSPREP_VERIFY(reg_.win[a].lo <= reg_.need[a].lo && reg_.need[a].hi <= reg_.win[a].hi,
@@ -355,10 +386,36 @@ class Zoom {
       for (int j = 0; j < m0.taps; ++j) used_[static_cast<size_t>(m0.idx_at(k0)[j] - z0)] = 1;
     threads_ = team_size();
     if (prefiltered_) {
+      CoefKey key;
+      if (share_) key = coef_key();
+      const bool reuse = share_ && ws.coef_shared && ws.coef_key == key;
+      ws.coef_shared = false;  // valid again only once this zoom has completed
       coef_ = ws.coef.get(static_cast<size_t>(nz * ny_ * nx_));
-      fill_and_prefilter_axis0();
+      if (reuse) {
+        state_.swap(ws.coef_state);
+      } else {
+        fill_and_prefilter_axis0();
+        state_.assign(static_cast<size_t>(nz), 0);
+      }
       if (m_[1]->prefilter) prefilter_axis1();  // else (inactive axis 1) stage 1 already used the final rows
+      else std::fill(state_.begin(), state_.end(), uint8_t{1});
+      run_slabs(ws, sink, after_batch);
+      if (share_) {
+        ws.coef_key = key;
+        ws.coef_state.swap(state_);
+        ws.coef_shared = true;
+      }
+      return;
     }
+    run_slabs(ws, sink, after_batch);
+  }
+
+ private:
+  template <class Sink, class AfterBatch>
+  void run_slabs(Workspace& ws, Sink& sink, AfterBatch& after_batch) {
+    const AxisMap& m0 = *m_[0];
+    const int64_t nz = reg_.need[0].size(), z0 = reg_.need[0].lo;
+    const Range o0 = reg_.out[0];
     const int64_t slab = r1_ * r2_, nring = kSlabBatch + m0.taps - 1;
     double* ring = ws.ring.get(static_cast<size_t>(nring * slab));
     double* aring = bound_ ? ws.aring.get(static_cast<size_t>(nring * slab)) : nullptr;
@@ -409,6 +466,7 @@ class Zoom {
     }
   }
 
+ public:
   // scipy's evaluation of output voxel (k0, k1, k2): coefficients times the axis weights in axis order, summed
   // over the kernel in C order.
   double exact(int64_t k0, int64_t k1, int64_t k2) const {
@@ -426,6 +484,33 @@ class Zoom {
   }
 
  private:
+  // Identity of this zoom's input and coefficient layout (the source bytes hashed 8 at a time).
+  CoefKey coef_key() const {
+    CoefKey k;
+    k.src = src_.data();
+    k.shape = src_.shape;
+    k.elem = sizeof(T);
+    const auto* b = reinterpret_cast<const unsigned char*>(src_.data());
+    const size_t n = src_.size() * sizeof(T);
+    uint64_t h = 0x243F6A8885A308D3ull ^ n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, b + i, 8);
+      h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+      h ^= h >> 29;
+    }
+    for (; i < n; ++i) h = (h ^ b[i]) * 0x100000001B3ull;
+    k.hash = h;
+    for (int a = 0; a < 3; ++a) {
+      k.need[a] = reg_.need[a];
+      k.pad[a] = m_[a]->pad;
+    }
+    k.ny = ny_;
+    k.nx = nx_;
+    return k;
+  }
+
   double coef(int64_t i0, int64_t i1, int64_t i2) const {
     if (prefiltered_)
       return coef_[((i0 - reg_.need[0].lo) * ny_ + (i1 - reg_.need[1].lo)) * nx_ + (i2 - reg_.need[2].lo)];
@@ -486,7 +571,8 @@ class Zoom {
         tile.resize(static_cast<size_t>(wy.size() * kTileLanes));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t zs = 0; zs < nz; ++zs) {
-        if (!used_[static_cast<size_t>(zs)]) continue;
+        if (!used_[static_cast<size_t>(zs)] || state_[static_cast<size_t>(zs)] >= 1) continue;
+        state_[static_cast<size_t>(zs)] = 1;
         for (int64_t xb = 0; xb < nxb; ++xb) {
           const int64_t xs = xb * kTileLanes;
           const int lanes = static_cast<int>(std::min<int64_t>(kTileLanes, ux.size() - xs));
@@ -520,7 +606,10 @@ class Zoom {
         for (int64_t x = 0; x < nxr.size(); ++x) tile[x] = value_(s[x]);
         interpolate_row(tile, ys, t1, a1);
       }
+    } else if (state_[static_cast<size_t>(zs)] == 2) {  // prefiltered along every axis by an earlier zoom
+      for (int64_t ys = 0; ys < nyr.size(); ++ys) interpolate_row(coef_ + (zs * ny_ + ys) * nx_, ys, t1, a1);
     } else {
+      state_[static_cast<size_t>(zs)] = 2;
       const Range ux = unp_[2], wx = reg_.win[2];
       const AxisMap& m2 = *m_[2];
       for (int64_t ys0 = 0; ys0 < nyr.size(); ys0 += kRowLanes) {
@@ -613,6 +702,8 @@ class Zoom {
   int64_t r1_ = 0, r2_ = 0;
   double* coef_ = nullptr;
   std::vector<char> used_;  // slabs along axis 0 that some output plane reads
+  std::vector<uint8_t> state_;  // per slab of coef_: prefilter steps done (see Workspace::coef_state)
+  bool share_ = false;
   int threads_ = 1;
 };
 
@@ -728,7 +819,8 @@ void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, b
 
   if (stream) {
     AMOSPREP_VERIFY(order > 0 && !slices, "only 3-D zooms of order 1 or 3 are streamed");
-    resize_streamed(out_shape, Zoom<T, Widen>(in, Widen{}, maps, full_region(maps), true), lo[0], hi[0], *stream);
+    resize_streamed(out_shape, Zoom<T, Widen>(in, Widen{}, maps, full_region(maps), true, true), lo[0], hi[0],
+                    *stream);
     return;
   }
   size_array(out, out_shape);
@@ -753,7 +845,7 @@ void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, b
     regions.push_back(reg);
   }
   for (const Region& reg : regions) {
-    Zoom<T, Widen> zoom(in, Widen{}, maps, reg, true);
+    Zoom<T, Widen> zoom(in, Widen{}, maps, reg, true, !slices);
     const int64_t m2n = out_shape[2];
     zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
       const size_t b = static_cast<size_t>(slices ? k0 : 0);

@@ -915,3 +915,41 @@ TEST(ResampleStreamed, DeclinesWhatIsNotA3DZoomAndPassesOnErrors) {
                IoError);
   EXPECT_EQ(calls, 1);  // nothing more is handed on after a failure
 }
+
+TEST(ResampleShared, SecondStageReusesCoefficientsAndGivesTheSameBits) {
+  // v21 resamples one crop to two stages: the second zoom reuses the first one's prefiltered coefficients. Each
+  // result must equal a zoom computed from scratch; a changed input at the same address, or a label zoom in
+  // between, must not reuse them.
+  const Shape3 in{13, 30, 28};
+  Array3<float> d = data_a(in);
+  const Shape3 low{9, 21, 20}, high{17, 33, 31};
+  auto fresh = [&](const Shape3& shape) {
+    release_resample_buffers();
+    Array3<float> out;
+    resize_data(d, shape, 3, out);
+    return out;
+  };
+  const Array3<float> want_low = fresh(low), want_high = fresh(high);
+  release_resample_buffers();
+  Array3<float> a, b, c;
+  resize_data(d, low, 3, a);
+  resize_data(d, high, 3, b);  // reuses the low stage's coefficients
+  resize_data(d, low, 3, c);   // and back
+  EXPECT_EQ(0, std::memcmp(a.v.data(), want_low.v.data(), a.v.size() * 4));
+  EXPECT_EQ(0, std::memcmp(b.v.data(), want_high.v.data(), b.v.size() * 4));
+  EXPECT_EQ(0, std::memcmp(c.v.data(), want_low.v.data(), c.v.size() * 4));
+  // the same buffer with other values
+  for (auto& x : d.v) x = -x;
+  const float* before = d.v.data();
+  Array3<float> neg;
+  resize_data(d, high, 3, neg);
+  ASSERT_EQ(before, d.v.data());
+  const Array3<float> want_neg = fresh(high);
+  EXPECT_EQ(0, std::memcmp(neg.v.data(), want_neg.v.data(), neg.v.size() * 4));
+  // a label zoom (windowed coefficients in the same buffer) in between
+  Array3<float> labels;
+  resize_segmentation(seg_a(in), high, 3, labels);
+  Array3<float> again;
+  resize_data(d, high, 3, again);
+  EXPECT_EQ(0, std::memcmp(again.v.data(), want_neg.v.data(), again.v.size() * 4));
+}
