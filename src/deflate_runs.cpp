@@ -370,12 +370,12 @@ std::span<const DeflateBuffer> DeflateRuns::compress(std::span<const std::span<c
   return finish();
 }
 
-void DeflateRuns::begin() { used_ = last_count_ = flushed_ = 0; }
+void DeflateRuns::begin() { used_ = 0; }
 
-void DeflateRuns::flushed() {
-  const size_t keep = last_count_;
-  for (size_t s = 0; s < keep; ++s) std::swap(parts_[s], parts_[used_ - keep + s]);
-  used_ = flushed_ = keep;
+std::span<const DeflateBuffer> DeflateRuns::compress_piece(std::span<const unsigned char> piece) {
+  begin();
+  append(piece);
+  return {parts_.data(), used_};
 }
 
 void DeflateRuns::append(std::span<const unsigned char> piece) {
@@ -387,20 +387,6 @@ void DeflateRuns::append(std::span<const unsigned char> piece) {
     DeflateBuffer& out = parts_[used_ + s];
     out.size = 0;
     deflate_runs_segment(piece.data() + begin, std::min(kSegmentBytes, piece.size() - begin), out);
-  }
-  used_ += count;
-  last_count_ = count;
-}
-
-void DeflateRuns::append_again() {
-  const size_t count = last_count_;
-  if (parts_.size() < used_ + count + 1) parts_.resize(used_ + count + 1);
-  for (size_t s = 0; s < count; ++s) {
-    const DeflateBuffer& from = parts_[used_ - count + s];
-    DeflateBuffer& to = parts_[used_ + s];
-    if (to.capacity < from.size) to.grow(from.size, 0);
-    std::memcpy(to.data.get(), from.data.get(), from.size);
-    to.size = from.size;
   }
   used_ += count;
 }

@@ -208,6 +208,7 @@ struct NpzWriter::OpenMember {
   uint64_t expected = 0, fed = 0;
   std::span<const unsigned char> last_piece;  // for add_piece_again
   uint32_t last_piece_crc = 0;
+  std::span<const DeflateBuffer> last_segments;  // fast: the last piece compressed (valid until the next piece)
   // none: the caller's pieces, written at end_member (the local header needs the CRC first)
   std::vector<std::span<const unsigned char>> held;
   // fast: deflate_runs output, kept until end_member
@@ -259,7 +260,6 @@ void NpzWriter::begin_member(const std::string& name, py::DType dtype, const std
       m.method = kMethodDeflate;
       m.flags = kFlagDataDescriptor;
       o->compressor_lock = std::unique_lock<std::mutex>(compressor_mutex);
-      shared_compressor().begin();
       const std::string lh = local_header(m.name, m.method, m.flags, 0, 0, 0);
       file_->write(lh.data(), lh.size());
       const auto len = static_cast<uint16_t>(o->npy_header.size());
@@ -314,7 +314,7 @@ void NpzWriter::add_piece(std::span<const unsigned char> piece) {
     if (compression_ == NpzCompression::none) {
       o.held.push_back(piece);
     } else if (o.compressor_lock.owns_lock()) {
-      shared_compressor().append(piece);
+      o.last_segments = shared_compressor().compress_piece(piece);
       write_compressed_segments();
     } else if (o.streamed) {
       o.z->feed(piece.data(), piece.size(), false, [&](const unsigned char* p, size_t n) {
@@ -338,12 +338,10 @@ void NpzWriter::add_piece(std::span<const unsigned char> piece) {
 }
 
 void NpzWriter::write_compressed_segments() {
-  DeflateRuns& c = shared_compressor();
-  for (const DeflateBuffer& part : c.unflushed()) {
+  for (const DeflateBuffer& part : open_->last_segments) {
     file_->write(part.data.get(), part.size);
     open_->m.csize += part.size;
   }
-  c.flushed();
 }
 
 void NpzWriter::add_piece_again() {
@@ -355,14 +353,13 @@ void NpzWriter::add_piece_again() {
   }
   const size_t n = o.last_piece.size();
   if (o.fed + n > o.expected) throw InternalError("NpzWriter::add: pieces do not add up to the array size");
+  o.fed += n;
+  o.m.crc = static_cast<uint32_t>(crc32_combine(o.m.crc, o.last_piece_crc, static_cast<z_off_t>(n)));
   try {
-    o.fed += n;
-    o.m.crc = static_cast<uint32_t>(crc32_combine(o.m.crc, o.last_piece_crc, static_cast<z_off_t>(n)));
-    shared_compressor().append_again();
-    write_compressed_segments();
-  } catch (const std::bad_alloc&) {
+    write_compressed_segments();  // the same bytes again: segments never reach back before their piece
+  } catch (...) {
     fail();
-    throw IoError(path_, "out of memory while writing an npz member");
+    throw;
   }
 }
 

@@ -224,11 +224,12 @@ class CroppedCase {
     bbox_ = crop.bbox;
     classes_ = std::move(crop.classes);
     for (const auto& ch : crop.data) {
-      data16_.emplace_back(shape_);
-      std::copy(ch.v.begin(), ch.v.end(), data16_.back().v.begin());
+      data16_.emplace_back();
+      data16_.back().shape = shape_;
+      data16_.back().v.assign(ch.v.begin(), ch.v.end());
     }
-    seg8_ = Array3<int8_t>(shape_);
-    std::copy(crop.seg.v.begin(), crop.seg.v.end(), seg8_.v.begin());
+    seg8_.shape = shape_;
+    seg8_.v.assign(crop.seg.v.begin(), crop.seg.v.end());
   }
   /// A crop made in the compact types to begin with (no float32 round trip).
   explicit CroppedCase(CompactCrop&& crop)
@@ -360,6 +361,7 @@ class Pipeline {
   void h5_write_channel(int stage, size_t i, size_t channel, const SliceMappedVolume& data);
   void h5_write_seg(int stage, size_t i, const float* seg_f32);
   void h5_write_seg(int stage, size_t i, const SliceMappedVolume& seg);
+  void h5_write_seg(int stage, size_t i, const SliceMappedLabels& seg);
   void h5_seg_written(int stage, size_t i);  // the case-stage's volumes are all in the store
   // Writes one case-stage into the store: each image channel and the segmentation (float32, stored as int8).
   void h5_write_volume(int stage, size_t i, const std::vector<const float*>& channels, const float* seg_f32,
@@ -948,12 +950,10 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
   sampling.reset();
   if (chunked_h5) {
     ScopedPhase t(times_, "hdf5", &case_log_entry_);
-    if (int8_seg) {
-      h5_->write_independent_planes(h5_case_group(stage, i) + "/seg", 0, -1, seg8_out.slice_pointers());
-      h5_seg_written(stage, i);
-    } else {
+    if (int8_seg)
+      h5_write_seg(stage, i, seg8_out);
+    else
       h5_write_seg(stage, i, seg_out);
-    }
   }
   exporting.emplace(times_, "export_npz", &case_log_entry_);
   std::vector<float> seg_f32;  // the labels as float32 pieces for the npz (kept to end_member where pieces must live)
@@ -1144,6 +1144,11 @@ void Pipeline::h5_write_seg(int stage, size_t i, const float* seg_f32) {
 
 void Pipeline::h5_write_seg(int stage, size_t i, const SliceMappedVolume& seg) {
   h5_->write_independent_planes(h5_case_group(stage, i) + "/seg", 0, -1, seg.slice_pointers(), true);
+  h5_seg_written(stage, i);
+}
+
+void Pipeline::h5_write_seg(int stage, size_t i, const SliceMappedLabels& seg) {
+  h5_->write_independent_planes(h5_case_group(stage, i) + "/seg", 0, -1, seg.slice_pointers());
   h5_seg_written(stage, i);
 }
 

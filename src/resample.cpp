@@ -725,7 +725,6 @@ void check_shapes(const Shape3& in, const Shape3& out) {
                            std::to_string(out[a]) + " on axis " + std::to_string(a) + ")");
 }
 
-// skimage resize of a whole volume (all axes) or of every axis-0 slice as a 2-D image (per-slice clip).
 // The value written for output voxel k2 of a row: the separable value when its float32 rounding (after the clip)
 // is certain from the error bound, else scipy's tensor-order evaluation.
 template <class ZoomT>
@@ -773,7 +772,8 @@ void resize_streamed(const Shape3& out_shape, ZoomT&& zoom, double clo, double c
   AMOSPREP_VERIFY(w0 == out_shape[0], "streamed zoom did not hand on every output plane");
 }
 
-// T: float32, or the int16 / int8 a CT and its labels are stored in (every value is exact in float32 and double).
+// skimage resize of a whole volume (all axes) or of every axis-0 slice as a 2-D image (per-slice clip). T: float32,
+// or the int16 / int8 a CT and its labels are stored in (every value is exact in float32 and double).
 template <class T>
 void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, bool slices, Array3<float>& out,
                       const PlaneStream* stream = nullptr) {
@@ -834,8 +834,8 @@ void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, b
     }
     return;
   }
-  // Slices are independent: they go through in batches, so the coefficient buffer holds one batch, not the volume.
-  // A 3-D zoom is one region; its axis-0 extent is the output's, not the input's.
+  // A 3-D zoom is one region. Slices are independent: they go through in batches, so the coefficient buffer holds
+  // one batch, not the volume.
   const Region whole = full_region(maps);
   std::vector<Region> regions;
   if (!slices) regions.push_back(whole);

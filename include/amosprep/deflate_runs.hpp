@@ -34,22 +34,16 @@ class DeflateRuns {
   /// then finish returns what compress would have.
   void begin();
   void append(std::span<const unsigned char> piece);
-  /// Appends the last appended piece once more by copying its compressed segments (segments are independent and
-  /// byte-aligned, so the stream is the one append would give, without compressing again).
-  void append_again();
   std::span<const DeflateBuffer> finish();
 
-  /// Streaming use (instead of finish): the segments appended since the last flushed(), to be written in order
-  /// and followed at the end by kDeflateFinalEmptyBlock.
-  std::span<const DeflateBuffer> unflushed() const { return {parts_.data() + flushed_, used_ - flushed_}; }
-  /// Marks unflushed() written; its buffers are reused, except the last piece's (kept for append_again).
-  void flushed();
+  /// Streaming use: compresses one piece on its own and returns its segments (byte-aligned, non-final), valid
+  /// until the next call. Written one after the other and ended by kDeflateFinalEmptyBlock, the pieces' segments
+  /// form one deflate stream; a repeated piece's segments may simply be written again.
+  std::span<const DeflateBuffer> compress_piece(std::span<const unsigned char> piece);
 
  private:
   std::vector<DeflateBuffer> parts_;
-  size_t used_ = 0;        // parts_[0, used_) hold the stream so far
-  size_t last_count_ = 0;  // segments of the last appended piece: parts_[used_ - last_count_, used_)
-  size_t flushed_ = 0;     // parts_[0, flushed_) are written (streaming use)
+  size_t used_ = 0;  // parts_[0, used_) hold the stream so far
 };
 
 /// One-shot form of DeflateRuns::compress, concatenated (tests).
