@@ -170,11 +170,8 @@ std::vector<float> sorted_unique(const Array3<int8_t>& a) {
   return out;
 }
 
-// crop_to_nonzero for image channels of type TD and a seg of type TS (input) / SegOut (output, signed).
-template <class TD, class TS, class SegOut>
-void crop_impl(const std::vector<Array3<TD>>& channels, const Array3<TS>* seg, std::vector<Array3<TD>>& data_out,
-               Array3<SegOut>& seg_out, std::array<std::array<int64_t, 2>, 3>& bbox, std::vector<float>& classes,
-               Shape3& size_after_cropping) {
+template <class TD>
+void check_shapes(const std::vector<Array3<TD>>& channels, const Shape3* seg_shape) {
   if (channels.empty()) throw InputError("", "", "no image channels to crop");
   const Shape3 sh = channels[0].shape;
   for (const Array3<TD>& ch : channels) {
@@ -183,51 +180,62 @@ void crop_impl(const std::vector<Array3<TD>>& channels, const Array3<TS>* seg, s
     if (static_cast<int64_t>(ch.size()) != voxel_count(ch.shape))
       throw InternalError("crop_to_nonzero: channel size does not match its shape");
   }
-  if (seg != nullptr && seg->shape != sh)
-    throw InputError("", "", "label shape " + shape_str(seg->shape) + " differs from image shape " + shape_str(sh));
+  if (seg_shape != nullptr && *seg_shape != sh)
+    throw InputError("", "", "label shape " + shape_str(*seg_shape) + " differs from image shape " + shape_str(sh));
+}
 
-  if (voxel_count(sh) == 0 || !nonzero_bbox(channels, bbox)) throw InputError("", "", "image is all zero: nothing to crop");
-  const auto& bb = bbox;
-  size_after_cropping = {bb[0][1] - bb[0][0], bb[1][1] - bb[1][0], bb[2][1] - bb[2][0]};
-  const Shape3 csh = size_after_cropping;
+template <class TD>
+Shape3 find_bbox(const std::vector<Array3<TD>>& channels, std::array<std::array<int64_t, 2>, 3>& bbox) {
+  if (voxel_count(channels[0].shape) == 0 || !nonzero_bbox(channels, bbox))
+    throw InputError("", "", "image is all zero: nothing to crop");
+  return {bbox[0][1] - bbox[0][0], bbox[1][1] - bbox[1][0], bbox[2][1] - bbox[2][0]};
+}
+
+// Crops `a` to `bb` inside its own storage: rows move towards the front (a destination never lies after its
+// source), so no second buffer is touched. A box much smaller than the array is copied out instead, so that the
+// kept crop does not hold the storage of the whole input.
+template <class T>
+void crop_in_place(Array3<T>& a, const std::array<std::array<int64_t, 2>, 3>& bb) {
+  const Shape3 out_shape = {bb[0][1] - bb[0][0], bb[1][1] - bb[1][0], bb[2][1] - bb[2][0]};
+  if (out_shape == a.shape) return;
+  if (2 * voxel_count(out_shape) < voxel_count(a.shape)) {
+    a = crop_array(a, bb);
+    return;
+  }
+  T* base = a.data();
+  const int64_t rows = out_shape[0] * out_shape[1];
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t z = r / out_shape[1], y = r - z * out_shape[1];
+    std::memmove(base + r * out_shape[2], &a(z + bb[0][0], y + bb[1][0], bb[2][0]),
+                 sizeof(T) * static_cast<size_t>(out_shape[2]));
+  }
+  a.v.resize(static_cast<size_t>(voxel_count(out_shape)));
+  a.shape = out_shape;
+}
+
+// Given the cropped channels and the cropped seg (all zero without an input seg), marks -1 where the seg is 0
+// outside the hole-filled non-zero mask, records np.unique of the marked seg, then resets values below -1 to 0.
+template <class TD, class SegOut>
+void mark_and_classify(const std::vector<Array3<TD>>& data, Array3<SegOut>& seg, std::vector<float>& classes) {
+  const Shape3 csh = seg.shape;
   const int64_t n = voxel_count(csh);
-
-  data_out.clear();
-  data_out.reserve(channels.size());
-  for (const Array3<TD>& ch : channels) data_out.push_back(crop_array(ch, bb));
-
   // The filled mask restricted to the box equals a fill of the box alone with its border treated as outside:
   // every voxel outside the box is background, and all of it is connected to the array border.
-  std::vector<uint8_t> st(static_cast<size_t>(n), kBackground);
+  std::vector<uint8_t> st(static_cast<size_t>(n));
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
   for (int64_t i = 0; i < n; ++i) {
     bool nonzero = false;
-    for (const Array3<TD>& ch : data_out) nonzero = nonzero || ch.v[static_cast<size_t>(i)] != TD(0);
+    for (const Array3<TD>& ch : data) nonzero = nonzero || ch.v[static_cast<size_t>(i)] != TD(0);
     st[static_cast<size_t>(i)] = nonzero ? kForeground : kBackground;
   }
   mark_outside(st, csh);
 
-  seg_out.shape = csh;
-  seg_out.v.resize(static_cast<size_t>(n));
-  SegOut* s = seg_out.data();
-  if (seg != nullptr) {
-    const int64_t rows = csh[0] * csh[1];
+  SegOut* s = seg.data();
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t z = r / csh[1], y = r - z * csh[1];
-      const TS* src = &(*seg)(z + bb[0][0], y + bb[1][0], bb[2][0]);
-      for (int64_t x = 0; x < csh[2]; ++x) {
-        const int64_t i = r * csh[2] + x;
-        const SegOut v = static_cast<SegOut>(src[x]);
-        s[i] = (v == SegOut(0) && st[static_cast<size_t>(i)] == kOutside) ? SegOut(-1) : v;
-      }
-    }
-  } else {
-#pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
-    for (int64_t i = 0; i < n; ++i) s[i] = st[static_cast<size_t>(i)] == kOutside ? SegOut(-1) : SegOut(0);
-  }
+  for (int64_t i = 0; i < n; ++i)
+    if (s[i] == SegOut(0) && st[static_cast<size_t>(i)] == kOutside) s[i] = SegOut(-1);
 
-  classes = sorted_unique(seg_out);
+  classes = sorted_unique(seg);
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
   for (int64_t i = 0; i < n; ++i)
     if (s[i] < SegOut(-1)) s[i] = SegOut(0);
@@ -235,17 +243,43 @@ void crop_impl(const std::vector<Array3<TD>>& channels, const Array3<TS>* seg, s
 
 }  // namespace
 
-CompactCrop crop_to_nonzero(const std::vector<Array3<int16_t>>& channels, const Array3<uint8_t>& seg) {
-  for (uint8_t v : seg.v)
-    if (v > 127) throw InputError("", "", "label value " + std::to_string(v) + " does not fit the compact crop");
+CompactCrop crop_to_nonzero(std::vector<Array3<int16_t>>&& channels, Array3<int8_t>&& seg) {
+  check_shapes(channels, &seg.shape);
+  for (int8_t v : seg.v)
+    if (v < 0)
+      throw InputError("", "", "label value " + std::to_string(static_cast<uint8_t>(v)) +
+                                   " does not fit the compact crop");
   CompactCrop r;
-  crop_impl(channels, &seg, r.data, r.seg, r.bbox, r.classes, r.size_after_cropping);
+  r.size_after_cropping = find_bbox(channels, r.bbox);
+  r.data = std::move(channels);
+  for (Array3<int16_t>& ch : r.data) crop_in_place(ch, r.bbox);
+  r.seg = std::move(seg);
+  crop_in_place(r.seg, r.bbox);
+  mark_and_classify(r.data, r.seg, r.classes);
   return r;
 }
 
+CompactCrop crop_to_nonzero(const std::vector<Array3<int16_t>>& channels, const Array3<uint8_t>& seg) {
+  Array3<int8_t> seg8;
+  seg8.shape = seg.shape;
+  seg8.v.resize(seg.size());
+  for (size_t i = 0; i < seg.size(); ++i) {
+    if (seg.v[i] > 127)
+      throw InputError("", "", "label value " + std::to_string(seg.v[i]) + " does not fit the compact crop");
+    seg8.v[i] = static_cast<int8_t>(seg.v[i]);
+  }
+  return crop_to_nonzero(std::vector<Array3<int16_t>>(channels), std::move(seg8));
+}
+
 CropResult crop_to_nonzero(const std::vector<Array3<float>>& channels, const Array3<float>* seg) {
+  check_shapes(channels, seg != nullptr ? &seg->shape : nullptr);
   CropResult r;
-  crop_impl(channels, seg, r.data, r.seg, r.bbox, r.classes, r.size_after_cropping);
+  r.size_after_cropping = find_bbox(channels, r.bbox);
+  r.data.reserve(channels.size());
+  for (const Array3<float>& ch : channels) r.data.push_back(crop_array(ch, r.bbox));
+  if (seg != nullptr) r.seg = crop_array(*seg, r.bbox);
+  else r.seg = Array3<float>(r.size_after_cropping, 0.0f);
+  mark_and_classify(r.data, r.seg, r.classes);
   return r;
 }
 

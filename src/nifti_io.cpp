@@ -506,7 +506,7 @@ bool gunzip_exact(std::string_view bytes, size_t needed, unsigned char* dst, con
 template <class T>
 constexpr int datatype_of() {
   if constexpr (std::is_same_v<T, int16_t>) return kDtInt16;
-  else if constexpr (std::is_same_v<T, uint8_t>) return kDtUint8;
+  else if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, int8_t>) return kDtUint8;
   else static_assert(sizeof(T) == 0, "unsupported exact-read type");
 }
 
@@ -592,6 +592,7 @@ std::optional<Array3<T>> read_nifti_exact(const std::string& path, const std::st
 
 template std::optional<Array3<int16_t>> read_nifti_exact<int16_t>(const std::string&, const std::string&, Geometry&);
 template std::optional<Array3<uint8_t>> read_nifti_exact<uint8_t>(const std::string&, const std::string&, Geometry&);
+template std::optional<Array3<int8_t>> read_nifti_exact<int8_t>(const std::string&, const std::string&, Geometry&);
 
 // ---- header info ----------------------------------------------------------------------------------------------
 

@@ -238,7 +238,11 @@ class CroppedCase {
     seg8_ = std::move(crop.seg);
   }
   int64_t bytes() const {
-    if (compact()) return static_cast<int64_t>(seg8_.size() * (1 + 2 * data16_.size()));
+    if (compact()) {
+      size_t held = seg8_.v.capacity();  // a crop made in place keeps its input's storage
+      for (const auto& ch : data16_) held += 2 * ch.v.capacity();
+      return static_cast<int64_t>(held);
+    }
     return static_cast<int64_t>((full_.data.size() + 1) * full_.seg.size() * sizeof(float));
   }
   /// int16 CT channels and int8 labels (else the float32 form, full()).
@@ -496,19 +500,17 @@ std::optional<CroppedCase> Pipeline::read_and_crop_compact(size_t i, CaseMeta* m
     channels.push_back(std::move(*img));
   }
   Geometry seg_geom;
-  auto seg = read_nifti_exact<uint8_t>(c.label, c.id, seg_geom);
-  if (!seg || seg_geom.shape != geom.shape || std::any_of(seg->v.begin(), seg->v.end(), [](uint8_t v) { return v > 127; }))
+  auto seg = read_nifti_exact<int8_t>(c.label, c.id, seg_geom);  // uint8 labels up to 127
+  if (!seg || seg_geom.shape != geom.shape || std::any_of(seg->v.begin(), seg->v.end(), [](int8_t v) { return v < 0; }))
     return std::nullopt;
   reading.reset();
   ScopedPhase cropping(times_, "crop", &case_log_entry_);
   CompactCrop crop;
   try {
-    crop = crop_to_nonzero(channels, *seg);
+    crop = crop_to_nonzero(std::move(channels), std::move(*seg));
   } catch (const InputError& e) {
     throw InputError(c.id, c.images[0], e.reason());
   }
-  channels.clear();
-  seg.reset();
   describe_crop(c, geom, crop, meta, summary);
   return CroppedCase(std::move(crop));
 }

@@ -32,7 +32,8 @@ constexpr int64_t kSplinePad = 12;
 // Label values within this distance of 0.5 are re-evaluated in scipy's order (separable error is ~1e-15).
 constexpr double kLabelTieBand = 1e-9;
 // |separable - tensor order| <= kDataGuard * (weighted sum of |coefficients|): about 80 roundings of u = 2^-53
-// each, with a safety factor of 3.
+// each, with a safety factor of 3. The weighted sum is bounded in turn by the largest |coefficient| of the kernel's
+// rows times the product of the axes' largest sums of |weights|.
 constexpr double kDataGuard = 256.0 * 0x1p-53;
 // Prefilter window around a label's bounding box: truncation errors reach the box at ~z^(2*margin) = 1e-27.
 constexpr int64_t kLabelWindowMargin = 24;
@@ -128,13 +129,14 @@ struct Workspace {
   bool coef_shared = false;       // coef holds what coef_key describes, slab states in coef_state
   CoefKey coef_key;
   std::vector<uint8_t> coef_state;  // per slab: 0 prefiltered along axis 0, 1 also axis 1, 2 all three
-  RawBuffer<double> ring, aring;  // recent z slabs after the axis-1 pass (aring: the same for |coefficients|)
+  RawBuffer<double> ring;         // recent z slabs after the axis-1 pass
+  RawBuffer<double> row_max;      // per slab of the ring: the largest |coefficient| of each of its source rows
   RawBuffer<float> window;        // output planes not yet handed on (streamed zooms)
   void release() {
     coef_shared = false;
     coef.release();
     ring.release();
-    aring.release();
+    row_max.release();
     window.release();
   }
 };
@@ -151,7 +153,7 @@ Workspace& workspace() {
 
 // Per-thread scratch: a line tile, one output row and its bound, one slab after the axis-2 pass.
 struct Scratch {
-  std::vector<double> tile, line, t1, a1;
+  std::vector<double> tile, line, t1;
 };
 Scratch& scratch() {
   static thread_local Scratch s;
@@ -168,6 +170,7 @@ struct AxisMap {
   int64_t n_in = 0, n_out = 0, pad = 0, n_src = 0;
   std::vector<int64_t> idx;
   std::vector<double> w;
+  double abs_weight_sum = 1.0;  // the largest sum of |weights| of one output index
   const int64_t* idx_at(int64_t k) const { return idx.data() + k * taps; }
   const double* w_at(int64_t k) const { return w.data() + k * taps; }
 };
@@ -216,6 +219,12 @@ AxisMap make_axis_map(int64_t n_in, int64_t n_out, int order, bool active) {
       }
     }
     for (int j = 0; j < m.taps; ++j) idx[j] = clamp_index(start + j, m.n_src);
+  }
+  m.abs_weight_sum = 0.0;
+  for (int64_t k = 0; k < n_out; ++k) {
+    double sum = 0.0;
+    for (int j = 0; j < m.taps; ++j) sum += std::fabs(m.w_at(k)[j]);
+    m.abs_weight_sum = std::max(m.abs_weight_sum, sum);
   }
   return m;
 }
@@ -353,8 +362,8 @@ class Zoom {
   }
 
   // Runs the zoom and calls sink(k0, k1, line, bound) once for every output row of the region: line[k2 - out[2].lo]
-  // is the separable value, bound (null without want_bound) the matching sum of |coefficient| * weights. The
-  // sink runs inside the OpenMP team (distinct rows on distinct threads).
+  // is the separable value, bound (-1 without want_bound) an upper bound of every voxel's sum of |coefficient| *
+  // |weights| in that row. The sink runs inside the OpenMP team (distinct rows on distinct threads).
   //
   // Order 3: the coefficients are prefiltered along axes 0 and 1 for the whole region first. Then batches of z
   // slabs are streamed: each slab's rows are prefiltered along axis 2 and interpolated along axes 2 and 1 into a
@@ -418,29 +427,30 @@ class Zoom {
     const Range o0 = reg_.out[0];
     const int64_t slab = r1_ * r2_, nring = kSlabBatch + m0.taps - 1;
     double* ring = ws.ring.get(static_cast<size_t>(nring * slab));
-    double* aring = bound_ ? ws.aring.get(static_cast<size_t>(nring * slab)) : nullptr;
+    const Range nyr = reg_.need[1];
+    double* row_max = bound_ ? ws.row_max.get(static_cast<size_t>(nring * nyr.size())) : nullptr;
+    // bound of an output row = weight sums times the largest |coefficient| of the source rows its kernel reads
+    const double weight_sums = m_[0]->abs_weight_sum * m_[1]->abs_weight_sum * m_[2]->abs_weight_sum;
 #pragma omp parallel num_threads(threads_)
     {
       Scratch& sc = scratch();
       const size_t t1n = static_cast<size_t>(reg_.need[1].size() * r2_);
       if (sc.t1.size() < t1n) sc.t1.resize(t1n);
-      if (bound_ && sc.a1.size() < t1n) sc.a1.resize(t1n);
       const size_t tile_n = static_cast<size_t>(prefiltered_ ? reg_.win[2].size() * kRowLanes : reg_.need[2].size());
       if (sc.tile.size() < tile_n) sc.tile.resize(tile_n);
-      if (sc.line.size() < static_cast<size_t>(2 * r2_)) sc.line.resize(static_cast<size_t>(2 * r2_));
+      if (sc.line.size() < static_cast<size_t>(r2_)) sc.line.resize(static_cast<size_t>(r2_));
       int64_t next = o0.lo;  // first output plane not emitted yet (same value on every thread)
       for (int64_t zb = 0; zb < nz; zb += kSlabBatch) {
         const int64_t ze = std::min(nz, zb + kSlabBatch);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t zs = zb; zs < ze; ++zs) {
           if (!used_[static_cast<size_t>(zs)]) continue;
-          compute_slab(zs, sc, ring + (zs % nring) * slab, bound_ ? aring + (zs % nring) * slab : nullptr);
+          compute_slab(zs, sc, ring + (zs % nring) * slab, bound_ ? row_max + (zs % nring) * nyr.size() : nullptr);
         }
         // axis 0: every output plane whose last tap lies in the slabs done so far
         int64_t end = next;
         while (end < o0.hi && m0.idx_at(end)[m0.taps - 1] - z0 < ze) ++end;
         double* line = sc.line.data();
-        double* bound = line + r2_;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < (end - next) * r1_; ++r) {
           const int64_t k0 = next + r / r1_, k1r = r % r1_;
@@ -448,12 +458,18 @@ class Zoom {
           const double* src[4];
           for (int j = 0; j < m0.taps; ++j) src[j] = ring + ((idx[j] - z0) % nring) * slab + k1r * r2_;
           weighted_sum(line, src, m0.w_at(k0), m0.taps, r2_);
+          double bound = -1.0;
           if (bound_) {
-            for (int j = 0; j < m0.taps; ++j) src[j] = aring + ((idx[j] - z0) % nring) * slab + k1r * r2_;
-            weighted_sum(bound, src, m0.w_at(k0), m0.taps, r2_);
+            const AxisMap& m1 = *m_[1];
+            const int64_t* idx1 = m1.idx_at(reg_.out[1].lo + k1r);
+            double largest = 0.0;
+            for (int j = 0; j < m0.taps; ++j) {
+              const double* rm = row_max + ((idx[j] - z0) % nring) * nyr.size() - nyr.lo;
+              for (int j1 = 0; j1 < m1.taps; ++j1) largest = std::max(largest, rm[idx1[j1]]);
+            }
+            bound = largest * weight_sums;
           }
-          sink(k0, reg_.out[1].lo + k1r, static_cast<const double*>(line),
-               bound_ ? static_cast<const double*>(bound) : nullptr);
+          sink(k0, reg_.out[1].lo + k1r, static_cast<const double*>(line), bound);
         }
         if constexpr (!std::is_same_v<std::decay_t<AfterBatch>, NoBatchHook>) {
           if (end > next) {
@@ -594,20 +610,19 @@ class Zoom {
   }
 
   // One z slab: its rows prefiltered along axis 2 (order 3; kept in coef_ for exact()) and interpolated along
-  // axis 2 (into the thread's t1/a1), then along axis 1 into ts/as.
-  void compute_slab(int64_t zs, Scratch& sc, double* ts, double* as) {
+  // axis 2 (into the thread's t1), then along axis 1 into ts; the largest |coefficient| of each row into row_max.
+  void compute_slab(int64_t zs, Scratch& sc, double* ts, double* row_max) {
     const Range nyr = reg_.need[1], nxr = reg_.need[2];
     double* t1 = sc.t1.data();
-    double* a1 = bound_ ? sc.a1.data() : nullptr;
     double* tile = sc.tile.data();
     if (!prefiltered_) {
       for (int64_t ys = 0; ys < nyr.size(); ++ys) {
         const T* s = &src_(reg_.need[0].lo + zs, nyr.lo + ys, nxr.lo);
         for (int64_t x = 0; x < nxr.size(); ++x) tile[x] = value_(s[x]);
-        interpolate_row(tile, ys, t1, a1);
+        interpolate_row(tile, ys, t1, row_max);
       }
     } else if (state_[static_cast<size_t>(zs)] == 2) {  // prefiltered along every axis by an earlier zoom
-      for (int64_t ys = 0; ys < nyr.size(); ++ys) interpolate_row(coef_ + (zs * ny_ + ys) * nx_, ys, t1, a1);
+      for (int64_t ys = 0; ys < nyr.size(); ++ys) interpolate_row(coef_ + (zs * ny_ + ys) * nx_, ys, t1, row_max);
     } else {
       state_[static_cast<size_t>(zs)] = 2;
       const Range ux = unp_[2], wx = reg_.win[2];
@@ -626,7 +641,7 @@ class Zoom {
         for (int l = 0; l < lanes; ++l) {
           double* d = coef_ + (zs * ny_ + ys0 + l) * nx_;
           for (int64_t xp = nxr.lo; xp < nxr.hi; ++xp) d[xp - nxr.lo] = tile[(xp - wx.lo) * lanes + l];
-          interpolate_row(d, ys0 + l, t1, a1);
+          interpolate_row(d, ys0 + l, t1, row_max);
         }
       }
     }
@@ -637,10 +652,6 @@ class Zoom {
       const double* src[4];
       for (int j = 0; j < m1.taps; ++j) src[j] = t1 + (idx[j] - nyr.lo) * r2_;
       weighted_sum(ts + (k1 - o1.lo) * r2_, src, m1.w_at(k1), m1.taps, r2_);
-      if (bound_) {
-        for (int j = 0; j < m1.taps; ++j) src[j] = a1 + (idx[j] - nyr.lo) * r2_;
-        weighted_sum(as + (k1 - o1.lo) * r2_, src, m1.w_at(k1), m1.taps, r2_);
-      }
     }
   }
 
@@ -660,34 +671,33 @@ class Zoom {
     }
   }
 
-  // Axis-2 interpolation of one source row (row[x - need[2].lo]) into row ys of the slab buffer.
-  void interpolate_row(const double* row, int64_t ys, double* t1, double* a1) const {
+  // Axis-2 interpolation of one source row (row[x - need[2].lo]) into row ys of the slab buffer; with row_max,
+  // also the row's largest |value|.
+  void interpolate_row(const double* row, int64_t ys, double* t1, double* row_max) const {
     const AxisMap& m2 = *m_[2];
     const Range o2 = reg_.out[2];
     const int64_t base = reg_.need[2].lo;
     double* d = t1 + ys * r2_;
-    double* da = a1 ? a1 + ys * r2_ : nullptr;
     if (m2.taps == 4) {
       for (int64_t k = o2.lo; k < o2.hi; ++k) {
         const int64_t* idx = m2.idx_at(k);
         const double* w = m2.w_at(k);
-        const double p0 = row[idx[0] - base], p1 = row[idx[1] - base], p2 = row[idx[2] - base], p3 = row[idx[3] - base];
-        d[k - o2.lo] = ((w[0] * p0 + w[1] * p1) + w[2] * p2) + w[3] * p3;
-        if (da)
-          da[k - o2.lo] = ((w[0] * std::fabs(p0) + w[1] * std::fabs(p1)) + w[2] * std::fabs(p2)) + w[3] * std::fabs(p3);
+        d[k - o2.lo] = ((w[0] * row[idx[0] - base] + w[1] * row[idx[1] - base]) + w[2] * row[idx[2] - base]) +
+                       w[3] * row[idx[3] - base];
       }
     } else {
       for (int64_t k = o2.lo; k < o2.hi; ++k) {
         const int64_t* idx = m2.idx_at(k);
         const double* w = m2.w_at(k);
-        double acc = w[0] * row[idx[0] - base], aacc = w[0] * std::fabs(row[idx[0] - base]);
-        for (int j = 1; j < m2.taps; ++j) {
-          acc += w[j] * row[idx[j] - base];
-          aacc += w[j] * std::fabs(row[idx[j] - base]);
-        }
+        double acc = w[0] * row[idx[0] - base];
+        for (int j = 1; j < m2.taps; ++j) acc += w[j] * row[idx[j] - base];
         d[k - o2.lo] = acc;
-        if (da) da[k - o2.lo] = aacc;
       }
+    }
+    if (row_max) {
+      double largest = 0.0;  // a NaN coefficient makes the value NaN, which is evaluated exactly anyway
+      for (int64_t x = 0; x < reg_.need[2].size(); ++x) largest = std::max(largest, std::fabs(row[x]));
+      row_max[ys] = largest;
     }
   }
 
@@ -726,14 +736,14 @@ void check_shapes(const Shape3& in, const Shape3& out) {
 }
 
 // The value written for output voxel k2 of a row: the separable value when its float32 rounding (after the clip)
-// is certain from the error bound, else scipy's tensor-order evaluation.
+// is certain from the row's error bound, else scipy's tensor-order evaluation.
 template <class ZoomT>
-inline void finish_row(const ZoomT& zoom, int64_t k0, int64_t k1, const double* line, const double* bound, double clo,
+inline void finish_row(const ZoomT& zoom, int64_t k0, int64_t k1, const double* line, double bound, double clo,
                        double chi, int64_t n, float* d) {
   auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
+  const double tol = kDataGuard * bound;
   for (int64_t k2 = 0; k2 < n; ++k2) {
     const double v = line[k2] + 0.0;  // scipy's sum starts at +0.0, so it never yields -0.0
-    const double tol = kDataGuard * bound[k2];
     const float r_lo = static_cast<float>(clip(v - tol)), r_hi = static_cast<float>(clip(v + tol));
     d[k2] = r_lo == r_hi ? r_lo : static_cast<float>(clip(zoom.exact(k0, k1, k2)));
   }
@@ -764,7 +774,7 @@ void resize_streamed(const Shape3& out_shape, ZoomT&& zoom, double clo, double c
   };
   zoom.run(
       ws,
-      [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
+      [&](int64_t k0, int64_t k1, const double* line, double bound) {
         finish_row(zoom, k0, k1, line, bound, clo, chi, out_shape[2], window + ((k0 - w0) * out_shape[1] + k1) * out_shape[2]);
       },
       [&](int64_t, int64_t end) { hand_on(end); });
@@ -847,7 +857,7 @@ void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, b
   for (const Region& reg : regions) {
     Zoom<T, Widen> zoom(in, Widen{}, maps, reg, true, !slices);
     const int64_t m2n = out_shape[2];
-    zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double* bound) {
+    zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, double bound) {
       const size_t b = static_cast<size_t>(slices ? k0 : 0);
       finish_row(zoom, k0, k1, line, bound, lo[b], hi[b], m2n, &out(k0, k1, 0));
     });
@@ -1001,7 +1011,7 @@ void resize_segmentation_impl(const Array3<T>& seg, const Shape3& out_shape, int
     Zoom<T, OneHot> zoom(seg, OneHot{lb.label}, maps, reg, false);
     const Range o2 = reg.out[2];
     const float label = lb.label;
-    zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double*) {
+    zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, double) {
       OutT* d = &out(k0, k1, 0);
       for (int64_t k2 = o2.lo; k2 < o2.hi; ++k2) {
         double v = line[k2 - o2.lo];
@@ -1256,7 +1266,7 @@ Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int
     return out;
   }
   Zoom<double, Widen> zoom(in, Widen{}, maps, full_region(maps), false);
-  zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, const double*) {
+  zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, double) {
     for (int64_t k2 = 0; k2 < out_shape[2]; ++k2)
       out(k0, k1, k2) = clip(exact ? zoom.exact(k0, k1, k2) : line[k2] + 0.0);
   });

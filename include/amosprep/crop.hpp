@@ -42,4 +42,9 @@ struct CompactCrop {
 /// label exceeds 127 (the caller then uses the float32 form).
 CompactCrop crop_to_nonzero(const std::vector<Array3<int16_t>>& channels, const Array3<uint8_t>& seg);
 
+/// The same, cropping inside the buffers it is given (a uint8 label map held as int8: a negative value is a label
+/// above 127 and throws InputError): the input's storage becomes the crop's, so no second copy of the case is
+/// allocated. A box under half of the volume is copied out, so the crop never holds much more than it needs.
+CompactCrop crop_to_nonzero(std::vector<Array3<int16_t>>&& channels, Array3<int8_t>&& seg);
+
 }  // namespace amosprep

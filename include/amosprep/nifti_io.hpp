@@ -25,6 +25,7 @@ Image read_nifti(const std::string& path, const std::string& case_id = "");
 /// The voxels in their on-disk type T (int16_t: CT, uint8_t: labels), without any float32 copy, when the file is a
 /// plain single-file NIfTI-1 of exactly that type, native byte order and no scaling; std::nullopt otherwise (use
 /// read_nifti). Converted to float32 the values equal read_nifti's; `geom` is filled either way. Same errors.
+/// T = int8_t reads a uint8 file into signed storage (labels up to 127; a label above 127 comes out negative).
 template <class T>
 std::optional<Array3<T>> read_nifti_exact(const std::string& path, const std::string& case_id, Geometry& geom);
 

@@ -277,3 +277,51 @@ TEST(Crop, CompactCropEqualsTheFloatCrop) {
   seg8.v[17] = 200;
   EXPECT_THROW(crop_to_nonzero(std::vector<Array3<int16_t>>{img16}, seg8), InputError);
 }
+
+// The in-place crop (the input's storage becomes the crop's) gives the float crop's values both when the box is
+// most of the volume (rows moved inside the buffer) and when it is under half of it (copied out), on two channels.
+TEST(Crop, InPlaceCropEqualsTheFloatCropForLargeAndSmallBoxes) {
+  for (const int64_t margin : {1, 6}) {
+    const Shape3 sh{14, 17, 19};
+    Array3<float> a(sh, 0.0f), b(sh, 0.0f), seg(sh, 0.0f);
+    for (int64_t z = margin; z < sh[0] - 1; ++z)
+      for (int64_t y = margin; y < sh[1] - margin; ++y)
+        for (int64_t x = 1; x < sh[2] - margin; ++x) {
+          const int64_t h = (z * 131 + y * 31 + x * 7) % 23;
+          a(z, y, x) = h < 15 ? static_cast<float>(h * 100 - 700) : 0.0f;
+          b(z, y, x) = h == 16 ? 5.0f : 0.0f;
+          seg(z, y, x) = static_cast<float>(h % 4);
+        }
+    seg(0, 0, 0) = 2;  // a label outside the box
+    const CropResult ref = crop_to_nonzero(std::vector<Array3<float>>{a, b}, &seg);
+    std::vector<Array3<int16_t>> channels(2);
+    Array3<int8_t> seg8;
+    seg8.shape = sh;
+    for (auto& ch : channels) ch.shape = sh;
+    for (size_t i = 0; i < seg.size(); ++i) {
+      channels[0].v.push_back(static_cast<int16_t>(a.v[i]));
+      channels[1].v.push_back(static_cast<int16_t>(b.v[i]));
+      seg8.v.push_back(static_cast<int8_t>(seg.v[i]));
+    }
+    const CompactCrop c = crop_to_nonzero(std::move(channels), std::move(seg8));
+    ASSERT_EQ(c.bbox, ref.bbox) << "margin " << margin;
+    const int64_t kept = voxel_count(c.size_after_cropping);
+    EXPECT_EQ(2 * kept < voxel_count(sh), margin == 6) << "the two margins should take both paths";
+    EXPECT_EQ(c.classes, ref.classes);
+    ASSERT_EQ(c.data.size(), 2u);
+    for (size_t ch = 0; ch < 2; ++ch) {
+      ASSERT_EQ(c.data[ch].shape, ref.data[ch].shape);
+      ASSERT_EQ(static_cast<int64_t>(c.data[ch].v.size()), kept);
+      for (int64_t i = 0; i < kept; ++i)
+        ASSERT_EQ(static_cast<float>(c.data[ch].v[static_cast<size_t>(i)]), ref.data[ch].v[static_cast<size_t>(i)])
+            << "margin " << margin << " channel " << ch << " voxel " << i;
+    }
+    ASSERT_EQ(static_cast<int64_t>(c.seg.v.size()), kept);
+    for (int64_t i = 0; i < kept; ++i)
+      ASSERT_EQ(static_cast<float>(c.seg.v[static_cast<size_t>(i)]), ref.seg.v[static_cast<size_t>(i)]) << i;
+  }
+  Array3<int8_t> bad({2, 2, 2}, 1);
+  bad.v[3] = -56;  // label 200 read into int8 storage
+  std::vector<Array3<int16_t>> one{Array3<int16_t>({2, 2, 2}, 1)};
+  EXPECT_THROW(crop_to_nonzero(std::move(one), std::move(bad)), InputError);
+}
