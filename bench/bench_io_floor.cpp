@@ -37,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "amosprep/pages.hpp"
 #include "amosprep/distributed.hpp"
 #include "amosprep/error.hpp"
 #include "amosprep/fingerprint.hpp"
@@ -435,6 +436,7 @@ int run_serial(const std::map<std::string, std::string>& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  apply_page_choice(argv);  // the same page size as amos-prep would use here
   MpiSession mpi(&argc, &argv);
   try {
     const std::string mode = argc > 1 ? argv[1] : "";

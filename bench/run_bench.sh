@@ -133,8 +133,8 @@ rm -rf "$WORK/out/convert"
 
 for planner in "${PLANNERS[@]}"; do
   log "I/O floor for $planner"
-  # Same allocator setting as amos-prep (which re-execs itself with it): large buffers on transparent huge pages.
-  GLIBC_TUNABLES=glibc.malloc.hugetlb=1 "$FLOOR" io --inputs "$DATA" --outputs "$WORK/keep/$planner/nnUNet_preprocessed/Task216_AMOS2022_task1" \
+  # bench_io_floor chooses the page size the way amos-prep does (amosprep/pages.hpp).
+  "$FLOOR" io --inputs "$DATA" --outputs "$WORK/keep/$planner/nnUNet_preprocessed/Task216_AMOS2022_task1" \
     --npz-compression "$NPZ" --scratch "$WORK/scratch" --runs "$RUNS" --json "$RAW/floor-$planner.json"
 done
 

@@ -160,16 +160,6 @@ std::vector<float> sorted_unique(const Array3<float>& a) {
   return out;
 }
 
-// np.unique of a small-integer array, as float32 values.
-std::vector<float> sorted_unique(const Array3<int8_t>& a) {
-  std::array<bool, 256> seen{};
-  for (int8_t v : a.v) seen[static_cast<uint8_t>(v)] = true;
-  std::vector<float> out;
-  for (int v = -128; v < 128; ++v)
-    if (seen[static_cast<uint8_t>(static_cast<int8_t>(v))]) out.push_back(static_cast<float>(v));
-  return out;
-}
-
 template <class TD>
 void check_shapes(const std::vector<Array3<TD>>& channels, const Shape3* seg_shape) {
   if (channels.empty()) throw InputError("", "", "no image channels to crop");
@@ -216,12 +206,13 @@ void crop_in_place(Array3<T>& a, const std::array<std::array<int64_t, 2>, 3>& bb
 // Given the cropped channels and the cropped seg (all zero without an input seg), marks -1 where the seg is 0
 // outside the hole-filled non-zero mask, records np.unique of the marked seg, then resets values below -1 to 0.
 template <class TD, class SegOut>
-void mark_and_classify(const std::vector<Array3<TD>>& data, Array3<SegOut>& seg, std::vector<float>& classes) {
+void mark_and_classify(const std::vector<Array3<TD>>& data, Array3<SegOut>& seg, std::vector<float>& classes,
+                       std::vector<uint8_t>& st) {
   const Shape3 csh = seg.shape;
   const int64_t n = voxel_count(csh);
   // The filled mask restricted to the box equals a fill of the box alone with its border treated as outside:
   // every voxel outside the box is background, and all of it is connected to the array border.
-  std::vector<uint8_t> st(static_cast<size_t>(n));
+  st.resize(static_cast<size_t>(n));
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
   for (int64_t i = 0; i < n; ++i) {
     bool nonzero = false;
@@ -231,19 +222,40 @@ void mark_and_classify(const std::vector<Array3<TD>>& data, Array3<SegOut>& seg,
   mark_outside(st, csh);
 
   SegOut* s = seg.data();
+  if constexpr (std::is_same_v<SegOut, int8_t>) {  // marking, np.unique and the reset in one pass
+    std::array<bool, 256> seen{};
+#pragma omp parallel if (n > kParallelMinVoxels)
+    {
+      std::array<bool, 256> mine{};
+#pragma omp for schedule(static) nowait
+      for (int64_t i = 0; i < n; ++i) {
+        int8_t v = s[i];
+        if (v == 0 && st[static_cast<size_t>(i)] == kOutside) v = -1;
+        mine[static_cast<uint8_t>(v)] = true;
+        s[i] = v < -1 ? int8_t{0} : v;
+      }
+#pragma omp critical(amosprep_crop_seen)
+      for (size_t k = 0; k < 256; ++k) seen[k] = seen[k] || mine[k];
+    }
+    classes.clear();
+    for (int v = -128; v < 128; ++v)
+      if (seen[static_cast<uint8_t>(static_cast<int8_t>(v))]) classes.push_back(static_cast<float>(v));
+  } else {
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
-  for (int64_t i = 0; i < n; ++i)
-    if (s[i] == SegOut(0) && st[static_cast<size_t>(i)] == kOutside) s[i] = SegOut(-1);
+    for (int64_t i = 0; i < n; ++i)
+      if (s[i] == SegOut(0) && st[static_cast<size_t>(i)] == kOutside) s[i] = SegOut(-1);
 
-  classes = sorted_unique(seg);
+    classes = sorted_unique(seg);
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
-  for (int64_t i = 0; i < n; ++i)
-    if (s[i] < SegOut(-1)) s[i] = SegOut(0);
+    for (int64_t i = 0; i < n; ++i)
+      if (s[i] < SegOut(-1)) s[i] = SegOut(0);
+  }
 }
 
 }  // namespace
 
-CompactCrop crop_to_nonzero(std::vector<Array3<int16_t>>&& channels, Array3<int8_t>&& seg) {
+CompactCrop crop_to_nonzero(std::vector<Array3<int16_t>>&& channels, Array3<int8_t>&& seg,
+                            std::vector<uint8_t>& scratch) {
   check_shapes(channels, &seg.shape);
   for (int8_t v : seg.v)
     if (v < 0)
@@ -255,7 +267,7 @@ CompactCrop crop_to_nonzero(std::vector<Array3<int16_t>>&& channels, Array3<int8
   for (Array3<int16_t>& ch : r.data) crop_in_place(ch, r.bbox);
   r.seg = std::move(seg);
   crop_in_place(r.seg, r.bbox);
-  mark_and_classify(r.data, r.seg, r.classes);
+  mark_and_classify(r.data, r.seg, r.classes, scratch);
   return r;
 }
 
@@ -268,7 +280,8 @@ CompactCrop crop_to_nonzero(const std::vector<Array3<int16_t>>& channels, const 
       throw InputError("", "", "label value " + std::to_string(seg.v[i]) + " does not fit the compact crop");
     seg8.v[i] = static_cast<int8_t>(seg.v[i]);
   }
-  return crop_to_nonzero(std::vector<Array3<int16_t>>(channels), std::move(seg8));
+  std::vector<uint8_t> scratch;
+  return crop_to_nonzero(std::vector<Array3<int16_t>>(channels), std::move(seg8), scratch);
 }
 
 CropResult crop_to_nonzero(const std::vector<Array3<float>>& channels, const Array3<float>* seg) {
@@ -279,7 +292,8 @@ CropResult crop_to_nonzero(const std::vector<Array3<float>>& channels, const Arr
   for (const Array3<float>& ch : channels) r.data.push_back(crop_array(ch, r.bbox));
   if (seg != nullptr) r.seg = crop_array(*seg, r.bbox);
   else r.seg = Array3<float>(r.size_after_cropping, 0.0f);
-  mark_and_classify(r.data, r.seg, r.classes);
+  std::vector<uint8_t> scratch;
+  mark_and_classify(r.data, r.seg, r.classes, scratch);
   return r;
 }
 

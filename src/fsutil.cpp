@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include <libdeflate.h>
 
@@ -90,15 +91,19 @@ FileDigest write_file_atomic(const std::string& path, std::string_view bytes) {
   return f.digest();
 }
 
-std::string read_file(const std::string& path) {
+namespace {
+
+// Reads a file front to back in pieces of `buf_size` bytes, calling take(data, n) for each; `size_hint(bytes)`
+// learns the file size first. Throws IoError naming the file.
+template <class SizeHint, class Take>
+void read_in_pieces(const std::string& path, size_t buf_size, SizeHint&& size_hint, Take&& take) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw IoError(path, "cannot open: " + os_reason(errno));
-  std::string out;
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
-  char buf[1 << 16];
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) size_hint(static_cast<size_t>(st.st_size));
+  std::vector<char> buf(buf_size);
   for (;;) {
-    ssize_t r = ::read(fd, buf, sizeof buf);
+    ssize_t r = ::read(fd, buf.data(), buf.size());
     if (r < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -106,9 +111,26 @@ std::string read_file(const std::string& path) {
       throw IoError(path, "read failed: " + os_reason(err));
     }
     if (r == 0) break;
-    out.append(buf, static_cast<size_t>(r));
+    take(buf.data(), static_cast<size_t>(r));
   }
   ::close(fd);
+}
+
+}  // namespace
+
+FileDigest digest_of_file(const std::string& path) {
+  FileDigest d;
+  read_in_pieces(path, size_t{1} << 18, [](size_t) {}, [&](const char* p, size_t n) {
+    d.crc32 = libdeflate_crc32(d.crc32, p, n);
+    d.size += n;
+  });
+  return d;
+}
+
+std::string read_file(const std::string& path) {
+  std::string out;
+  read_in_pieces(path, size_t{1} << 16, [&](size_t bytes) { out.reserve(bytes); },
+                 [&](const char* p, size_t n) { out.append(p, n); });
   return out;
 }
 

@@ -136,7 +136,7 @@ InputIdentity identity_of(const std::vector<std::string>& files) {
     id.files.push_back(f);
     id.sizes.push_back(st.st_size);
     id.mtimes_ns.push_back(int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec);
-    id.crcs.push_back(crc32_of(read_file(f)));
+    id.crcs.push_back(digest_of_file(f).crc32);
   }
   return id;
 }
@@ -343,6 +343,7 @@ class Pipeline {
   std::vector<CaseMeta> metas_;                 // all cases (allgathered)
   std::vector<InputIdentity> identities_;       // all cases
   std::map<size_t, CroppedCase> mine_;          // cropped data kept in memory
+  mutable std::vector<uint8_t> crop_scratch_;   // hole-filling state reused between the crops of phase 1
   DatasetFingerprint fp_;
   PlannerInput planner_input_;
   std::vector<double> schedule_costs() const;
@@ -507,7 +508,7 @@ std::optional<CroppedCase> Pipeline::read_and_crop_compact(size_t i, CaseMeta* m
   ScopedPhase cropping(times_, "crop", &case_log_entry_);
   CompactCrop crop;
   try {
-    crop = crop_to_nonzero(std::move(channels), std::move(*seg));
+    crop = crop_to_nonzero(std::move(channels), std::move(*seg), crop_scratch_);
   } catch (const InputError& e) {
     throw InputError(c.id, c.images[0], e.reason());
   }
@@ -619,6 +620,7 @@ void Pipeline::phase_crop_and_fingerprint() {
     progress.item_done(c.id, 0, cached);
   }
   progress.finish();
+  std::vector<uint8_t>().swap(crop_scratch_);
   if (allreduce_or(stop_requested())) throw Interrupted("stop requested during cropping");
 
   // Metadata to everyone; the foreground samples (large) only matter on rank 0, but the allgather keeps the
@@ -749,9 +751,9 @@ bool Pipeline::manifest_complete(int stage, size_t i) const {
     for (const auto& [name, rec] : j.at("outputs").items()) {
       const std::string file = stage_dir(out_dir_, plan_, stage) + "/" + name;
       if (!path_exists(file)) return false;
-      const std::string bytes = read_file(file);
-      if (static_cast<int64_t>(bytes.size()) != rec.at("size").get<int64_t>()) return false;
-      if (crc32_of(bytes) != rec.at("crc32").get<uint32_t>()) return false;
+      const FileDigest d = digest_of_file(file);
+      if (static_cast<int64_t>(d.size) != rec.at("size").get<int64_t>()) return false;
+      if (d.crc32 != rec.at("crc32").get<uint32_t>()) return false;
     }
     return true;
   } catch (const std::exception&) {
@@ -1342,6 +1344,7 @@ int64_t Pipeline::estimate_case_peak(size_t i) const {
 void Pipeline::write_log() {
   nlohmann::json mine = {{"rank", rank_},
                          {"threads", omp_get_max_threads()},
+                         {"pages", std::getenv("AMOSPREP_PAGE_CHOICE") ? std::getenv("AMOSPREP_PAGE_CHOICE") : "not probed"},
                          {"peak_rss_bytes", peak_rss_bytes()},
                          {"cases", case_log_}};
   nlohmann::json phases;

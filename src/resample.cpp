@@ -3,7 +3,6 @@
 #include "amosprep/resample.hpp"
 
 #include <omp.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +19,7 @@
 
 #include "amosprep/error.hpp"
 #include "amosprep/isa.hpp"
+#include "amosprep/pages.hpp"
 
 namespace amosprep {
 namespace AMOSPREP_ISA_NS {  // compiled once per instruction-set variant (isa.hpp)
@@ -57,14 +57,7 @@ struct Range {
 
 inline int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
-// Page faults are expensive (especially in VMs): large buffers ask for transparent huge pages.
-constexpr size_t kHugePage = size_t{2} << 20;
-
-void advise_huge_pages(void* p, size_t bytes) {
-  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + 4095) & ~uintptr_t{4095};
-  const uintptr_t e = reinterpret_cast<uintptr_t>(p) + bytes;
-  if (bytes >= kHugePage && e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
-}
+constexpr size_t kHugePage = size_t{2} << 20;  // buffers are aligned for huge pages when the run uses them
 
 // Uninitialised, reusable storage: pages are first touched by the (parallel) stage that fills them.
 template <class T>

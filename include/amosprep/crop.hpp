@@ -45,6 +45,9 @@ CompactCrop crop_to_nonzero(const std::vector<Array3<int16_t>>& channels, const 
 /// The same, cropping inside the buffers it is given (a uint8 label map held as int8: a negative value is a label
 /// above 127 and throws InputError): the input's storage becomes the crop's, so no second copy of the case is
 /// allocated. A box under half of the volume is copied out, so the crop never holds much more than it needs.
-CompactCrop crop_to_nonzero(std::vector<Array3<int16_t>>&& channels, Array3<int8_t>&& seg);
+/// `scratch` holds the hole-filling state (one byte per cropped voxel); passing the same one to every call saves
+/// fresh pages.
+CompactCrop crop_to_nonzero(std::vector<Array3<int16_t>>&& channels, Array3<int8_t>&& seg,
+                            std::vector<uint8_t>& scratch);
 
 }  // namespace amosprep

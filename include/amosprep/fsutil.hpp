@@ -15,6 +15,9 @@ struct FileDigest {
 /// CRC-32 of a byte string (libdeflate; the same value as zlib's crc32).
 uint32_t crc32_of(std::string_view bytes);
 
+/// Size and CRC-32 of a file, read in small pieces (no copy of the whole file in memory). Throws IoError.
+FileDigest digest_of_file(const std::string& path);
+
 /// Writes `bytes` to `path` atomically: `<path>.tmp.<pid>` is written, fsync'ed and renamed over `path`.
 /// Throws IoError naming the file and the OS reason (e.g. "No space left on device"); never leaves a partial
 /// file under `path`.

@@ -279,8 +279,10 @@ TEST(Crop, CompactCropEqualsTheFloatCrop) {
 }
 
 // The in-place crop (the input's storage becomes the crop's) gives the float crop's values both when the box is
-// most of the volume (rows moved inside the buffer) and when it is under half of it (copied out), on two channels.
+// most of the volume (rows moved inside the buffer) and when it is under half of it (copied out), on two channels,
+// with one hole-filling scratch reused from a larger box to a smaller one.
 TEST(Crop, InPlaceCropEqualsTheFloatCropForLargeAndSmallBoxes) {
+  std::vector<uint8_t> scratch;  // shared by the calls, as the pipeline does
   for (const int64_t margin : {1, 6}) {
     const Shape3 sh{14, 17, 19};
     Array3<float> a(sh, 0.0f), b(sh, 0.0f), seg(sh, 0.0f);
@@ -303,7 +305,7 @@ TEST(Crop, InPlaceCropEqualsTheFloatCropForLargeAndSmallBoxes) {
       channels[1].v.push_back(static_cast<int16_t>(b.v[i]));
       seg8.v.push_back(static_cast<int8_t>(seg.v[i]));
     }
-    const CompactCrop c = crop_to_nonzero(std::move(channels), std::move(seg8));
+    const CompactCrop c = crop_to_nonzero(std::move(channels), std::move(seg8), scratch);
     ASSERT_EQ(c.bbox, ref.bbox) << "margin " << margin;
     const int64_t kept = voxel_count(c.size_after_cropping);
     EXPECT_EQ(2 * kept < voxel_count(sh), margin == 6) << "the two margins should take both paths";
@@ -323,5 +325,5 @@ TEST(Crop, InPlaceCropEqualsTheFloatCropForLargeAndSmallBoxes) {
   Array3<int8_t> bad({2, 2, 2}, 1);
   bad.v[3] = -56;  // label 200 read into int8 storage
   std::vector<Array3<int16_t>> one{Array3<int16_t>({2, 2, 2}, 1)};
-  EXPECT_THROW(crop_to_nonzero(std::move(one), std::move(bad)), InputError);
+  EXPECT_THROW(crop_to_nonzero(std::move(one), std::move(bad), scratch), InputError);
 }
