@@ -12,7 +12,6 @@
 namespace amosprep {
 namespace {
 
-constexpr size_t kHugePage = size_t{2} << 20;
 // First-touch CPU seconds per GiB of 4 KiB pages from which huge pages are used instead (bare metal: ~0.25).
 constexpr double kExpensiveSmallPages = 1.0;
 
@@ -22,28 +21,19 @@ double thread_cpu_seconds() {
   return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
 }
 
-// First touch of a fresh anonymous mapping, one byte per 4 KiB, in CPU seconds per GiB (-1 if it failed).
-struct Probe {
-  char* raw = nullptr;
-  size_t len = 0;
-  double cpu_s_per_gib = -1.0;
-  Probe(size_t bytes, bool huge) {
-    len = bytes + kHugePage;
-    void* m = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) return;
-    raw = static_cast<char*>(m);
-    char* p = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + kHugePage - 1) & ~uintptr_t{kHugePage - 1});
-    if (::madvise(p, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) != 0) return;
+// CPU seconds per GiB to first-touch `bytes` of a fresh anonymous mapping of 4 KiB pages (-1 if mapping failed).
+double small_page_first_touch(size_t bytes) {
+  void* m = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return -1.0;
+  double cost = -1.0;
+  if (::madvise(m, bytes, MADV_NOHUGEPAGE) == 0) {
     const double t0 = thread_cpu_seconds();
-    for (size_t i = 0; i < bytes; i += 4096) static_cast<volatile char*>(p)[i] = 1;
-    cpu_s_per_gib = (thread_cpu_seconds() - t0) * static_cast<double>(size_t{1} << 30) / static_cast<double>(bytes);
+    for (size_t i = 0; i < bytes; i += 4096) static_cast<volatile char*>(m)[i] = 1;
+    cost = (thread_cpu_seconds() - t0) * static_cast<double>(size_t{1} << 30) / static_cast<double>(bytes);
   }
-  ~Probe() {
-    if (raw) ::munmap(raw, len);
-  }
-  Probe(const Probe&) = delete;
-  Probe& operator=(const Probe&) = delete;
-};
+  ::munmap(m, bytes);
+  return cost;
+}
 
 }  // namespace
 
@@ -62,8 +52,7 @@ PageChoice choose_page_size(size_t probe_bytes) {
   // Only 4 KiB pages are probed: a short probe of huge pages gets the kernel's recently freed blocks, which are
   // cheap where later ones are not (2.1 s/GiB past the first ~100 MiB on one VM kind), so it cannot predict them.
   // Huge pages pay off where 4 KiB faults are expensive (3.1 s/GiB on another VM kind, huge pages 1.5-2.4).
-  const Probe small(probe_bytes, false);
-  c.cpu_s_per_gib_small = small.cpu_s_per_gib;
+  c.cpu_s_per_gib_small = small_page_first_touch(probe_bytes);
   c.huge = c.cpu_s_per_gib_small >= kExpensiveSmallPages;
   c.reason = "probe";
   return c;
@@ -101,7 +90,7 @@ void advise_huge_pages(void* p, size_t bytes) {
   if (!huge_pages_enabled()) return;
   const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + 4095) & ~uintptr_t{4095};
   const uintptr_t e = reinterpret_cast<uintptr_t>(p) + bytes;
-  if (bytes >= kHugePage && e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
+  if (bytes >= kHugePageBytes && e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_HUGEPAGE);
 }
 
 }  // namespace amosprep

@@ -1342,9 +1342,10 @@ int64_t Pipeline::estimate_case_peak(size_t i) const {
 }
 
 void Pipeline::write_log() {
+  const char* pages = std::getenv("AMOSPREP_PAGE_CHOICE");  // set by apply_page_choice in main()
   nlohmann::json mine = {{"rank", rank_},
                          {"threads", omp_get_max_threads()},
-                         {"pages", std::getenv("AMOSPREP_PAGE_CHOICE") ? std::getenv("AMOSPREP_PAGE_CHOICE") : "not probed"},
+                         {"pages", pages ? pages : "not probed"},
                          {"peak_rss_bytes", peak_rss_bytes()},
                          {"cases", case_log_}};
   nlohmann::json phases;

@@ -57,8 +57,6 @@ struct Range {
 
 inline int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
-constexpr size_t kHugePage = size_t{2} << 20;  // buffers are aligned for huge pages when the run uses them
-
 // Uninitialised, reusable storage: pages are first touched by the (parallel) stage that fills them.
 template <class T>
 struct RawBuffer {
@@ -70,8 +68,8 @@ struct RawBuffer {
   T* get(size_t need) {
     if (need > n) {
       p.reset();
-      const size_t bytes = (need * sizeof(T) + kHugePage - 1) / kHugePage * kHugePage;
-      T* raw = static_cast<T*>(std::aligned_alloc(kHugePage, bytes));
+      const size_t bytes = (need * sizeof(T) + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+      T* raw = static_cast<T*>(std::aligned_alloc(kHugePageBytes, bytes));
       if (!raw) throw std::bad_alloc();
       advise_huge_pages(raw, bytes);
       p.reset(raw);
@@ -144,7 +142,7 @@ Workspace& workspace() {
   return ws;
 }
 
-// Per-thread scratch: a line tile, one output row and its bound, one slab after the axis-2 pass.
+// Per-thread scratch: a line tile, one output row, one slab after the axis-2 pass.
 struct Scratch {
   std::vector<double> tile, line, t1;
 };

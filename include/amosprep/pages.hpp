@@ -7,6 +7,9 @@
 
 namespace amosprep {
 
+/// Size of a transparent huge page (x86-64); large buffers are aligned to it.
+inline constexpr size_t kHugePageBytes = size_t{2} << 20;
+
 /// What the start-up probe measured and chose.
 struct PageChoice {
   bool huge = false;
