@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <type_traits>
@@ -64,9 +65,13 @@ template <class T>
 class BucketLookup {
  public:
   explicit BucketLookup(const BucketOf& b) : b_(b) {
-    if constexpr (std::is_same_v<T, int8_t>)
+    if constexpr (std::is_same_v<T, int8_t>) {
       for (int v = -128; v < 128; ++v) lut_[static_cast<uint8_t>(static_cast<int8_t>(v))] = b(static_cast<float>(v));
+      zero_has_no_bucket_ = lut_[0] < 0;
+    }
   }
+  // True when value 0 maps to no bucket: then runs of zeros (background) can be skipped wholesale.
+  bool zero_has_no_bucket() const { return zero_has_no_bucket_; }
   int32_t operator()(T v) const {
     if constexpr (std::is_same_v<T, int8_t>)
       return lut_[static_cast<uint8_t>(v)];
@@ -77,7 +82,38 @@ class BucketLookup {
  private:
   const BucketOf& b_;
   std::array<int32_t, 256> lut_{};
+  bool zero_has_no_bucket_ = false;
 };
+
+constexpr int64_t kZeroBlock = 32;  // bytes tested at once for all-background
+
+inline bool all_zero_block(const int8_t* p) {
+  uint64_t w[4];
+  std::memcpy(w, p, sizeof w);
+  return (w[0] | w[1] | w[2] | w[3]) == 0;
+}
+
+// Calls visit(t, bucket) for every voxel t of one slice that falls in a bucket, in ascending t. Blocks of int8
+// zeros are skipped when 0 has no bucket (most of a label volume is background).
+template <class T, class Visit>
+inline void for_each_bucketed(const T* p, int64_t n, const BucketLookup<T>& bucket_of, Visit&& visit) {
+  int64_t t = 0;
+  if constexpr (std::is_same_v<T, int8_t>) {
+    if (bucket_of.zero_has_no_bucket()) {
+      for (; t + kZeroBlock <= n; t += kZeroBlock) {
+        if (all_zero_block(p + t)) continue;
+        for (int64_t u = t; u < t + kZeroBlock; ++u) {
+          const int32_t b = bucket_of(p[u]);
+          if (b >= 0) visit(u, b);
+        }
+      }
+    }
+  }
+  for (; t < n; ++t) {
+    const int32_t b = bucket_of(p[t]);
+    if (b >= 0) visit(t, b);
+  }
+}
 
 template <class Idx, class T>
 std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const T*>& slices, const Shape3& shape,
@@ -89,11 +125,7 @@ std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const T*>& slices,
 #pragma omp parallel for schedule(static) if (nz * slice > kParallelMinVoxels)
   for (int64_t z = 0; z < nz; ++z) {
     int64_t* c = counts.data() + static_cast<size_t>(z) * n_buckets;
-    const T* p = slices[static_cast<size_t>(z)];
-    for (int64_t t = 0; t < slice; ++t) {
-      const int32_t b = bucket_of(p[t]);
-      if (b >= 0) ++c[b];
-    }
+    for_each_bucketed(slices[static_cast<size_t>(z)], slice, bucket_of, [c](int64_t, int32_t b) { ++c[b]; });
   }
   std::vector<std::vector<Idx>> buckets(n_buckets);
   std::vector<int64_t> offsets(counts.size());
@@ -111,12 +143,10 @@ std::vector<std::vector<Idx>> bucket_voxels(const std::vector<const T*>& slices,
   for (int64_t z = 0; z < nz; ++z) {
     std::vector<int64_t> pos(offsets.begin() + static_cast<int64_t>(static_cast<size_t>(z) * n_buckets),
                              offsets.begin() + static_cast<int64_t>(static_cast<size_t>(z + 1) * n_buckets));
-    const T* p = slices[static_cast<size_t>(z)];
     const int64_t first = z * slice;
-    for (int64_t t = 0; t < slice; ++t) {
-      const int32_t b = bucket_of(p[t]);
-      if (b >= 0) base[static_cast<size_t>(b)][pos[static_cast<size_t>(b)]++] = static_cast<Idx>(first + t);
-    }
+    for_each_bucketed(slices[static_cast<size_t>(z)], slice, bucket_of, [&](int64_t t, int32_t b) {
+      base[static_cast<size_t>(b)][pos[static_cast<size_t>(b)]++] = static_cast<Idx>(first + t);
+    });
   }
   return buckets;
 }

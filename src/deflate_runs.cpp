@@ -8,6 +8,10 @@
 
 #include "amosprep/isa.hpp"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 namespace amosprep {
 namespace {
 constexpr size_t kSegmentBytes = size_t(1) << 20;  // fixed, so the output is the same for any thread count
@@ -68,6 +72,16 @@ class BitWriter {
       acc_ >>= 32;
       fill_ -= 32;
     }
+  }
+  /// put() for codes of at most 32 bits: stores 8 bytes unconditionally and keeps at most 7 bits pending.
+  void put_flush(uint64_t bits, int count) {
+    acc_ |= bits << fill_;
+    fill_ += count;
+    std::memcpy(out_.data.get() + pos_, &acc_, 8);
+    const int whole = fill_ & ~7;  // < 64: fill_ was below 32 before
+    pos_ += static_cast<size_t>(whole >> 3);
+    acc_ >>= whole;
+    fill_ -= whole;
   }
   void align_to_byte() {
     reserve_bits(64);
@@ -179,6 +193,26 @@ size_t tokenize(const unsigned char* d, size_t n, uint16_t* tokens) {
   const size_t head = std::min<size_t>(kDistance, n);
   for (; p < head; ++p) tokens[t++] = d[p];
   while (p < n) {
+#if defined(__AVX2__)
+    // Literal stretches in bulk: bit j of `eq` says d[p+j] == d[p+j-4]; a match (length >= 3) can start at j only
+    // where bits j..j+2 are all set. Bytes before the first such j are literals, exactly as the loop below finds.
+    if (p + 32 <= n) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + p));
+      const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(d + p - kDistance));
+      const auto eq = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi8(a, b)));
+      const uint32_t starts = eq & (eq >> 1) & (eq >> 2) & ((1u << 30) - 1);
+      const size_t literals = starts ? static_cast<size_t>(__builtin_ctz(starts)) : 30;
+      if (literals > 0) {
+        // t <= p, so the 32 widened bytes stay inside the n-entry token buffer
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(tokens + t), _mm256_cvtepu8_epi16(_mm256_castsi256_si128(a)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(tokens + t + 16),
+                            _mm256_cvtepu8_epi16(_mm256_extracti128_si256(a, 1)));
+        t += literals;
+        p += literals;
+        continue;
+      }
+    }
+#endif
     size_t len = 0;
     const size_t limit = std::min<size_t>(kMaxMatch, n - p);
     while (len + 8 <= limit) {
@@ -235,14 +269,21 @@ void deflate_runs_segment(const unsigned char* data, size_t n, DeflateBuffer& ou
   const size_t ntokens = tokenize(data, n, tokens);
 
   const auto& lc = length_codes();
+  // Token counts in four interleaved tables: runs of one byte value then do not wait on the previous increment.
+  std::array<std::array<uint32_t, 512>, 4> token_count{};
+  size_t next = 0;
+  for (; next + 4 <= ntokens; next += 4) {
+    ++token_count[0][tokens[next]];
+    ++token_count[1][tokens[next + 1]];
+    ++token_count[2][tokens[next + 2]];
+    ++token_count[3][tokens[next + 3]];
+  }
+  for (; next < ntokens; ++next) ++token_count[0][tokens[next]];
   std::vector<uint64_t> lit_freq(kLitLenSymbols, 0);
-  for (size_t k = 0; k < ntokens; ++k) {
-    const uint16_t t = tokens[k];
-    if (t < 256) {
-      ++lit_freq[t];
-    } else {
-      ++lit_freq[lc[t - 256 + kMinMatch].symbol];
-    }
+  for (size_t t = 0; t < 512; ++t) {
+    const uint64_t c = uint64_t{token_count[0][t]} + token_count[1][t] + token_count[2][t] + token_count[3][t];
+    if (c == 0) continue;
+    lit_freq[t < 256 ? t : lc[t - 256 + kMinMatch].symbol] += c;
   }
   lit_freq[256] = 1;  // end of block
   const std::vector<uint8_t> lit_len = huffman_lengths(lit_freq, kMaxBits);
@@ -322,7 +363,7 @@ void deflate_runs_segment(const unsigned char* data, size_t n, DeflateBuffer& ou
     bw.put(cl_code[t.sym], cl_len[t.sym]);
     if (t.extra_bits) bw.put(t.extra, t.extra_bits);
   }
-  for (size_t k = 0; k < ntokens; ++k) bw.put(tok_bits[tokens[k]], tok_count[tokens[k]]);
+  for (size_t k = 0; k < ntokens; ++k) bw.put_flush(tok_bits[tokens[k]], tok_count[tokens[k]]);
   bw.put(lit_code[256], lit_len[256]);
   // Byte-align with an empty stored block (a "sync flush"), so segments concatenate.
   bw.put(0, 3);

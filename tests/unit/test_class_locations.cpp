@@ -157,3 +157,32 @@ TEST(ClassLocations, RepeatedSlicesGiveTheSameDrawsAsTheFullVolume) {
   EXPECT_EQ(c.classes, b.classes);
   EXPECT_EQ(c.coords, b.coords);
 }
+
+TEST(ClassLocations, SparseInt8LabelsSkippingBackgroundDrawTheSameAsFloat) {
+  // Mostly background with short runs that straddle the 32-byte blocks and the slice ends (41 * 37 voxels per
+  // slice is not a multiple of 32); background is not a class, so zero blocks are skipped in the int8 path.
+  SliceMappedLabels l;
+  l.shape = {5, 41, 37};
+  l.plane_of = {0, 1, 2, 3, 4};
+  l.planes = Array3<int8_t>(l.shape);
+  SliceMappedVolume m;
+  m.shape = l.shape;
+  m.plane_of = l.plane_of;
+  m.planes = Array3<float>(l.shape);
+  for (size_t i = 0; i < l.planes.v.size(); ++i) {
+    int8_t v = 0;
+    if (i % 97 >= 30 && i % 97 < 34) v = 1;  // runs across a block boundary
+    if (i % 389 == 0) v = 5;
+    if (i % 1517 == 1516) v = 2;  // the last voxel of every slice
+    l.planes.v[i] = v;
+    m.planes.v[i] = v;
+  }
+  const std::vector<int64_t> classes = {1, 2, 5, 7};
+  const ClassLocations a = sample_class_locations(l, classes);
+  const ClassLocations b = sample_class_locations(m, classes);
+  ASSERT_EQ(a.classes, b.classes);
+  EXPECT_EQ(a.coords, b.coords);
+  EXPECT_EQ(a.coords[1].size(), 5u);  // class 2: one voxel per slice, all drawn
+  EXPECT_EQ(a.coords[1][0][1] * 37 + a.coords[1][0][2], 1516);
+  EXPECT_TRUE(a.coords[3].empty());
+}
