@@ -96,13 +96,12 @@ void copy_case_file(const std::string& from, const std::string& to, const std::s
   if (::stat(to.c_str(), &dst) == 0 && S_ISREG(dst.st_mode) && dst.st_size == src.st_size &&
       dst.st_mtim.tv_sec == src.st_mtim.tv_sec && dst.st_mtim.tv_nsec == src.st_mtim.tv_nsec)
     return;
-  std::string bytes;
   try {
-    bytes = read_file(from);
+    copy_file_atomic(from, to);
   } catch (const IoError& e) {
-    throw InputError(case_id, from, e.reason());
+    if (e.file() == from) throw InputError(case_id, from, e.reason());
+    throw;
   }
-  write_file_atomic(to, bytes);
   const struct timespec times[2] = {src.st_atim, src.st_mtim};
   if (::utimensat(AT_FDCWD, to.c_str(), times, 0) != 0)
     throw IoError(to, std::string("cannot set modification time: ") + std::strerror(errno), case_id);

@@ -20,11 +20,16 @@ static std::string os_reason(int err) { return std::strerror(err); }
 
 // Test hook: AMOSPREP_FAULT_ENOSPC_AFTER_BYTES=N makes writes fail with ENOSPC once this process has written N
 // bytes through AtomicFile (the fault suite uses it where no small file system can be mounted).
-static ssize_t write_with_fault_injection(int fd, const char* p, size_t n) {
+static int64_t enospc_fault_limit() {
   static const int64_t limit = [] {
     const char* v = std::getenv("AMOSPREP_FAULT_ENOSPC_AFTER_BYTES");
     return v ? std::atoll(v) : int64_t{-1};
   }();
+  return limit;
+}
+
+static ssize_t write_with_fault_injection(int fd, const char* p, size_t n) {
+  const int64_t limit = enospc_fault_limit();
   static int64_t written = 0;
   if (limit >= 0 && written + static_cast<int64_t>(n) > limit) {
     errno = ENOSPC;
@@ -62,6 +67,45 @@ void AtomicFile::write(const void* data, size_t n) {
     p += w;
     n -= static_cast<size_t>(w);
     written_ += static_cast<uint64_t>(w);
+  }
+}
+
+void AtomicFile::append_file(const std::string& from) {
+  const int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) throw IoError(from, "cannot open: " + os_reason(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{in};
+  appended_ = true;
+  // In the kernel first (no copy through user space, no buffer to fault in); the fault-injection hook needs write().
+  bool kernel_copy = enospc_fault_limit() < 0;
+  while (kernel_copy) {
+    const ssize_t c = ::copy_file_range(in, nullptr, fd_, nullptr, size_t{1} << 30, 0);
+    if (c > 0) {
+      written_ += static_cast<uint64_t>(c);
+      continue;
+    }
+    if (c == 0) return;
+    if (errno == EINTR) continue;
+    if (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL) {
+      if (::lseek(in, 0, SEEK_CUR) == 0) {  // nothing copied yet: fall back to read/write
+        kernel_copy = false;
+        break;
+      }
+    }
+    if (errno == ENOSPC || errno == EDQUOT || errno == EFBIG) throw IoError(path_, "write failed: " + os_reason(errno));
+    throw IoError(from, "copy failed: " + os_reason(errno));
+  }
+  std::vector<char> buf(size_t{1} << 20);
+  for (;;) {
+    const ssize_t r = ::read(in, buf.data(), buf.size());
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      throw IoError(from, "read failed: " + os_reason(errno));
+    }
+    if (r == 0) return;
+    write(buf.data(), static_cast<size_t>(r));
   }
 }
 
@@ -140,7 +184,11 @@ void make_dirs(const std::string& path) {
   if (ec) throw IoError(path, "cannot create directory: " + ec.message());
 }
 
-void copy_file_atomic(const std::string& from, const std::string& to) { write_file_atomic(to, read_file(from)); }
+void copy_file_atomic(const std::string& from, const std::string& to) {
+  AtomicFile f(to);
+  f.append_file(from);
+  f.commit();
+}
 
 bool path_exists(const std::string& path) {
   std::error_code ec;

@@ -4,6 +4,8 @@
 #include <string>
 #include <string_view>
 
+#include "amosprep/error.hpp"
+
 namespace amosprep {
 
 /// Size and CRC-32 (zlib polynomial) of a file's bytes, as recorded in the resume manifest.
@@ -32,9 +34,15 @@ class AtomicFile {
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
   void write(const void* data, size_t n);
+  /// Appends the whole of file `from`, copied inside the kernel (copy_file_range) where the file systems allow, else
+  /// through a buffer. digest() is unavailable afterwards. Throws IoError naming `from` when it cannot be read.
+  void append_file(const std::string& from);
   uint64_t bytes_written() const { return written_; }
-  /// Size and CRC-32 of everything written so far (the file is written strictly sequentially).
-  FileDigest digest() const { return {written_, crc_}; }
+  /// Size and CRC-32 of everything passed to write() so far (the file is written strictly sequentially).
+  FileDigest digest() const {
+    if (appended_) throw InternalError("AtomicFile::digest after append_file: " + path_);
+    return {written_, crc_};
+  }
   void commit();
   const std::string& path() const { return path_; }
 
@@ -43,13 +51,15 @@ class AtomicFile {
   int fd_ = -1;
   uint64_t written_ = 0;
   uint32_t crc_ = 0;
+  bool appended_ = false;
 };
 
 /// Reads a whole file; throws IoError naming the file.
 std::string read_file(const std::string& path);
 /// mkdir -p; throws IoError.
 void make_dirs(const std::string& path);
-/// Byte copy via a temporary name (atomic).
+/// Byte copy via a temporary name (atomic), inside the kernel where possible; IoError names `from` when it cannot
+/// be read and `to` when it cannot be written.
 void copy_file_atomic(const std::string& from, const std::string& to);
 bool path_exists(const std::string& path);
 
