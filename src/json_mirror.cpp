@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_map>
 
 #include "amosprep/error.hpp"
 #include "amosprep/fsutil.hpp"
@@ -60,6 +61,14 @@ Json nested(const py::NdArray& a, size_t axis, const char*& p) {
   return arr;
 }
 
+// The array's bytes, after checking that they match its shape.
+const char* checked_bytes(const py::NdArray& a) {
+  uint64_t n = 1;
+  for (int64_t s : a.shape) n *= static_cast<uint64_t>(s);
+  if (n * py::dtype_size(a.dtype) != a.bytes.size()) throw InternalError("json mirror: ndarray bytes do not match shape");
+  return a.bytes.data();
+}
+
 // Python's repr of simple key values, for tuple keys.
 std::string py_repr(const py::Value& v) {
   if (v.is<py::None>()) return "None";
@@ -110,11 +119,7 @@ nlohmann::ordered_json to_json(const py::Value& v) {
           for (const auto& [k, val] : x.items) obj[key_string(k)] = to_json(val);
           return obj;
         } else if constexpr (std::is_same_v<T, py::NdArray>) {
-          uint64_t n = 1;
-          for (int64_t s : x.shape) n *= static_cast<uint64_t>(s);
-          if (n * py::dtype_size(x.dtype) != x.bytes.size())
-            throw InternalError("json mirror: ndarray bytes do not match shape");
-          const char* p = x.bytes.data();
+          const char* p = checked_bytes(x);
           return nested(x, 0, p);
         } else {
           static_assert(std::is_same_v<T, py::NpScalar>);
@@ -125,8 +130,101 @@ nlohmann::ordered_json to_json(const py::Value& v) {
       v.v);
 }
 
-void write_json_mirror(const std::string& path, const py::Value& v) {
-  write_file_atomic(path, to_json(v).dump(2) + "\n");
+namespace {
+
+// to_json(v).dump(2) written directly: containers laid out here, every leaf printed by nlohmann itself (so numbers
+// and strings look exactly the same), except integer ndarray elements, the bulk of a case's class locations.
+class IndentedWriter {
+ public:
+  explicit IndentedWriter(std::string& out) : out_(out) {}
+
+  void value(const py::Value& v, int level) {
+    std::visit(
+        [&](const auto& x) {
+          using T = std::decay_t<decltype(x)>;
+          if constexpr (std::is_same_v<T, py::List> || std::is_same_v<T, py::Tuple>) {
+            sequence(x.items.size(), level, [&](size_t i) { value(x.items[i], level + 1); });
+          } else if constexpr (std::is_same_v<T, py::Dict>) {
+            // keys equal as strings: the first position, the last value (as assigning into the ordered_json)
+            std::vector<std::pair<std::string, const py::Value*>> items;
+            std::unordered_map<std::string, size_t> slot;
+            for (const auto& [k, val] : x.items) {
+              std::string key = key_string(k);
+              const auto [it, fresh] = slot.emplace(key, items.size());
+              if (fresh) items.emplace_back(std::move(key), &val);
+              else items[it->second].second = &val;
+            }
+            sequence_of('{', '}', items.size(), level, [&](size_t i) {
+              out_ += Json(items[i].first).dump();
+              out_ += ": ";
+              value(*items[i].second, level + 1);
+            });
+          } else if constexpr (std::is_same_v<T, py::NdArray>) {
+            const char* p = checked_bytes(x);
+            array(x, 0, level, p);
+          } else {
+            out_ += to_json(v).dump();
+          }
+        },
+        v.v);
+  }
+
+ private:
+  template <class Item>
+  void sequence(size_t n, int level, Item&& item) {
+    sequence_of('[', ']', n, level, item);
+  }
+  template <class Item>
+  void sequence_of(char open, char close, size_t n, int level, Item&& item) {
+    out_ += open;
+    if (n == 0) {
+      out_ += close;
+      return;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      out_ += i ? ",\n" : "\n";
+      out_.append(static_cast<size_t>(2 * (level + 1)), ' ');
+      item(i);
+    }
+    out_ += '\n';
+    out_.append(static_cast<size_t>(2 * level), ' ');
+    out_ += close;
+  }
+  void array(const py::NdArray& a, size_t axis, int level, const char*& p) {
+    if (axis == a.shape.size()) {
+      element_text(a.dtype, p);
+      p += py::dtype_size(a.dtype);
+      return;
+    }
+    sequence(static_cast<size_t>(a.shape[axis]), level, [&](size_t) { array(a, axis + 1, level + 1, p); });
+  }
+  void element_text(py::DType t, const char* p) {
+    switch (t) {
+      case py::DType::i8: return integer(load<int64_t>(p));
+      case py::DType::i4: return integer(load<int32_t>(p));
+      case py::DType::i2: return integer(load<int16_t>(p));
+      case py::DType::u1: return integer(load<uint8_t>(p));
+      default: out_ += element(t, p).dump();
+    }
+  }
+  void integer(int64_t x) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, x);
+    out_.append(buf, r.ptr);
+  }
+
+  std::string& out_;
+};
+
+}  // namespace
+
+std::string json_mirror_text(const py::Value& v) {
+  std::string out;
+  IndentedWriter(out).value(v, 0);
+  out += '\n';
+  return out;
 }
+
+void write_json_mirror(const std::string& path, const py::Value& v) { write_file_atomic(path, json_mirror_text(v)); }
 
 }  // namespace amosprep

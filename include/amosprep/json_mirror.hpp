@@ -13,7 +13,9 @@ namespace amosprep {
 /// nested arrays (0-d -> a number), numpy scalars -> plain numbers/bools, NaN and +-inf -> null. float32 values
 /// are written with their shortest decimal form (0.1f -> 0.1), which reads back to the same float32.
 nlohmann::ordered_json to_json(const py::Value& v);
-/// Writes to_json(v).dump(2) plus a newline atomically; throws IoError naming `path`.
+/// to_json(v).dump(2) plus a newline, byte for byte, without building the JSON tree.
+std::string json_mirror_text(const py::Value& v);
+/// Writes json_mirror_text(v) atomically; throws IoError naming `path`.
 void write_json_mirror(const std::string& path, const py::Value& v);
 
 }  // namespace amosprep

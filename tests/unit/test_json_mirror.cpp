@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cstring>
 #include <limits>
 
 #include "amosprep/error.hpp"
@@ -54,4 +55,23 @@ TEST(JsonMirror, PythonSeesTheDocumentedViewOfEveryType) {
   const int rc = test::run_format_checker("json-types '" + path + "'", &out);
   if (rc == 77) GTEST_SKIP() << "/usr/bin/python3 with numpy not available: " << out;
   EXPECT_EQ(rc, 0) << out;
+}
+
+TEST(JsonMirror, DirectTextEqualsTheIndentedDumpOfTheJsonTree) {
+  std::vector<char> coords(3 * 4 * sizeof(int64_t));
+  for (size_t i = 0; i < 12; ++i) {
+    const int64_t v = static_cast<int64_t>(i * 977) - 3000;
+    std::memcpy(coords.data() + i * sizeof v, &v, sizeof v);
+  }
+  const py::Value locs = py::NdArray{py::DType::i8, {4, 3}, std::string(coords.begin(), coords.end())};
+  const py::Value empty = py::NdArray{py::DType::i8, {0, 3}, std::string()};
+  const std::vector<py::Value> values = {
+      testdata::expected_types(),
+      py::odict({{"class_locations", py::dict({{py::Value(int64_t{1}), locs}, {py::Value(int64_t{2}), empty}})},
+                 {"k", py::list({})},
+                 {"1", py::Value(0.1)},
+                 {"d", py::odict({})}}),
+      py::dict({{py::Value(int64_t{1}), py::Value(1)}, {py::Value(std::string("1")), py::Value(2)}}),  // one key
+      py::Value(3.5)};
+  for (const py::Value& v : values) EXPECT_EQ(json_mirror_text(v), to_json(v).dump(2) + "\n");
 }
