@@ -1,12 +1,16 @@
 #include "amosprep/pipeline.hpp"
 
+#include <fcntl.h>
 #include <omp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -339,7 +343,21 @@ class Pipeline {
   RawTask task_;
   std::vector<int64_t> all_classes_;
   std::string out_dir_, state_dir_, cropped_dir_;
-  std::vector<int> owner_;
+  std::vector<int> owner_;     // the rank that crops a case (phase 1) and preprocesses it unless another takes it
+  std::vector<int> finisher_;  // the rank that took each case in phase 2 (writes its small HDF5 datasets)
+  // The image files and the label file of a case.
+  std::vector<std::string> case_inputs(size_t i) const {
+    std::vector<std::string> files = task_.training[i].images;
+    files.push_back(task_.training[i].label);
+    return files;
+  }
+  // Phase-2 work sharing between ranks (off with one rank, or with AMOSPREP_WORK_SHARING=0).
+  bool work_sharing() const {
+    const char* v = std::getenv("AMOSPREP_WORK_SHARING");
+    return nranks_ > 1 && !(v && std::string(v) == "0");
+  }
+  // True when this rank is the first to claim case i for phase 2 (an O_EXCL file under the state folder).
+  bool claim_case(size_t i) const;
   std::vector<CaseMeta> metas_;                 // all cases (allgathered)
   std::vector<InputIdentity> identities_;       // all cases
   std::map<size_t, CroppedCase> mine_;          // cropped data kept in memory
@@ -409,11 +427,28 @@ void Pipeline::load_task() {
     make_dirs(state_dir_ + "/cache");
     make_dirs(state_dir_ + "/json");
     make_dirs(state_dir_ + "/locs");
+    {  // claims of an earlier run mean nothing to this one
+      std::error_code ec;
+      fs::remove_all(state_dir_ + "/claims", ec);
+      make_dirs(state_dir_ + "/claims");
+    }
     make_dirs(out_dir_ + "/gt_segmentations");
     if (opt_.write_cropped) make_dirs(cropped_dir_ + "/gt_segmentations");
   }
   barrier();
   owner_ = largest_first_schedule(schedule_costs(), nranks_);
+}
+
+bool Pipeline::claim_case(size_t i) const {
+  if (!work_sharing()) return true;
+  const std::string path = state_dir_ + "/claims/" + metas_[i].id;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd >= 0) {
+    ::close(fd);
+    return true;
+  }
+  if (errno == EEXIST) return false;
+  throw IoError(path, std::string("cannot create the claim file: ") + std::strerror(errno), metas_[i].id);
 }
 
 std::vector<double> Pipeline::schedule_costs() const {
@@ -561,12 +596,10 @@ void Pipeline::phase_crop_and_fingerprint() {
     if (owner_[i] != rank_) continue;
     if (stop_requested()) break;
     const CaseFiles& c = task_.training[i];
-    std::vector<std::string> inputs = c.images;
-    inputs.push_back(c.label);
     InputIdentity ident;
     {
       ScopedPhase hashing(times_, "input_checksum");
-      ident = identity_of(inputs);
+      ident = identity_of(case_inputs(i));
     }
     CaseMeta meta;
     CaseSummary summary;
@@ -1024,16 +1057,19 @@ void Pipeline::phase_preprocess() {
   for (size_t k = 0; k < plan_.stages.size(); ++k)
     for (size_t i = 0; i < n; ++i) total_voxels += static_cast<double>(voxel_count(stage_shape(static_cast<int>(k), i)));
   Progress progress("preprocess", total_voxels, static_cast<int64_t>(n * plan_.stages.size()), opt_.quiet);
-  // This rank's cases, the one needing the most memory last: the crops kept from phase 1 are freed case by case,
+  // Every rank's queue, the case needing the most memory last: the crops kept from phase 1 are freed case by case,
   // so the biggest working set then meets the fewest of them (a lower peak; outputs do not depend on the order).
-  std::vector<size_t> order;
-  for (size_t i = 0; i < n; ++i)
-    if (owner_[i] == rank_) order.push_back(i);
   std::vector<int64_t> peak(n, 0);
-  for (size_t i : order) peak[i] = estimate_case_peak(i);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return peak[a] < peak[b]; });
-  for (size_t i : order) {
-    if (stop_requested()) break;
+  for (size_t i = 0; i < n; ++i) peak[i] = estimate_case_peak(i);
+  std::vector<std::vector<size_t>> queue(static_cast<size_t>(nranks_));
+  for (size_t i = 0; i < n; ++i) queue[static_cast<size_t>(owner_[i])].push_back(i);
+  for (auto& q : queue) std::stable_sort(q.begin(), q.end(), [&](size_t a, size_t b) { return peak[a] < peak[b]; });
+  std::vector<size_t> processed;  // cases this rank took in this run
+  auto run_case = [&](size_t i, bool stolen) {
+    if (identities_[i].files.empty()) {  // a case cropped by another rank
+      ScopedPhase hashing(times_, "input_checksum");
+      identities_[i] = identity_of(case_inputs(i));
+    }
     std::vector<int> todo;
     for (size_t k = 0; k < plan_.stages.size(); ++k) {
       if (!manifest_complete(static_cast<int>(k), i)) todo.push_back(static_cast<int>(k));
@@ -1041,7 +1077,8 @@ void Pipeline::phase_preprocess() {
                               static_cast<double>(voxel_count(stage_shape(static_cast<int>(k), i))), true);
     }
     skipped += static_cast<int64_t>(plan_.stages.size() - todo.size());
-    if (todo.empty()) continue;
+    processed.push_back(i);
+    if (todo.empty()) return;
     const int64_t need = peak[i];
     if (opt_.mem_per_rank > 0 && need > opt_.mem_per_rank)
       throw InputError(metas_[i].id, task_.training[i].images.at(0),
@@ -1056,6 +1093,7 @@ void Pipeline::phase_preprocess() {
     } else {
       case_log_entry_ = nlohmann::json::object();
       cropped.emplace(read_and_crop(i, nullptr, nullptr));
+      case_log_.push_back({{"case", metas_[i].id}, {"phase", "crop again"}, {"rank", rank_}, {"seconds", case_log_entry_}});
     }
     for (size_t t = 0; t < todo.size(); ++t) {
       const int k = todo[t];
@@ -1067,6 +1105,7 @@ void Pipeline::phase_preprocess() {
       case_log_.push_back({{"case", metas_[i].id},
                            {"stage", k},
                            {"rank", rank_},
+                           {"stolen", stolen},
                            {"seconds", case_log_entry_},
                            {"total_seconds", seconds_since(tc)},
                            {"estimated_peak_bytes", need},
@@ -1075,12 +1114,51 @@ void Pipeline::phase_preprocess() {
                          static_cast<double>(voxel_count(stage_shape(k, i))), false);
       if (const char* d = std::getenv("AMOSPREP_FAULT_DELAY_MS"))  // test hook: widen the window for kill tests
         std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(d)));
+      if (const char* d = std::getenv("AMOSPREP_TEST_SLOW_RANK"))  // test hook "R:MS": rank R lags (work sharing)
+        if (std::atoi(d) == rank_ && std::strchr(d, ':'))
+          std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(std::strchr(d, ':') + 1)));
+    }
+  };
+  for (size_t i : queue[static_cast<size_t>(rank_)]) {
+    if (stop_requested()) break;
+    if (!claim_case(i)) {  // another rank, done with its own queue, took it
+      mine_.erase(i);
+      continue;
+    }
+    run_case(i, false);
+  }
+  // Work sharing: a rank done with its own queue takes cases other ranks have not started, from the ends of their
+  // queues (nearest ranks first), re-reading them from disk. The claim files make sure one rank does each.
+  if (work_sharing()) {
+    std::vector<size_t> others;
+    for (size_t depth = 0; depth < n; ++depth)
+      for (int d = 1; d < nranks_; ++d) {
+        const auto& q = queue[static_cast<size_t>((rank_ + d) % nranks_)];
+        if (depth < q.size()) others.push_back(q[q.size() - 1 - depth]);
+      }
+    for (size_t i : others) {
+      if (stop_requested()) break;
+      if (claim_case(i)) run_case(i, true);
     }
   }
   progress.finish();
   const bool interrupted = allreduce_or(stop_requested());
   const double total_done = allreduce_sum(static_cast<double>(done));
   const double total_skipped = allreduce_sum(static_cast<double>(skipped));
+  finisher_ = owner_;  // who completes each case in the store: the rank that took it
+  {
+    ByteWriter w;
+    w.put_vector(std::vector<uint64_t>(processed.begin(), processed.end()));
+    const auto lists = allgather_bytes(w.bytes());
+    for (size_t from = 0; from < lists.size(); ++from) {
+      ByteReader rd(lists[from]);
+      for (uint64_t i : rd.get_vector<uint64_t>()) finisher_[i] = static_cast<int>(from);
+    }
+  }
+  if (rank_ == 0) {  // every rank is past its claims (the allgather above)
+    std::error_code ec;
+    fs::remove_all(state_dir_ + "/claims", ec);
+  }
   if (interrupted) {
     if (h5_) {
       h5_->close();  // the store stays under its .partial name; a rerun rebuilds it
@@ -1196,7 +1274,7 @@ void Pipeline::h5_finish() {
   std::vector<std::pair<int, size_t>> pending;
   for (size_t k = 0; k < stages; ++k)
     for (size_t i = 0; i < n; ++i)
-      if (owner_[i] == rank_ && !h5_data_written_[k][i]) pending.push_back({static_cast<int>(k), i});
+      if (finisher_[i] == rank_ && !h5_data_written_[k][i]) pending.push_back({static_cast<int>(k), i});
   auto load_npz = [&](int k, size_t i, std::vector<int64_t>& shape) {
     return read_npz_f32(stage_dir(out_dir_, plan_, k) + "/" + metas_[i].id + ".npz", "data", &shape);
   };
@@ -1250,7 +1328,7 @@ void Pipeline::h5_finish() {
   ByteWriter sizes;
   for (size_t k = 0; k < stages; ++k)
     for (size_t i = 0; i < n; ++i) {
-      if (owner_[i] != rank_) continue;
+      if (finisher_[i] != rank_) continue;
       const std::string dir = stage_dir(out_dir_, plan_, static_cast<int>(k));
       Small s;
       s.pkl = read_file(dir + "/" + metas_[i].id + ".pkl");
