@@ -351,13 +351,33 @@ class Pipeline {
     files.push_back(task_.training[i].label);
     return files;
   }
-  // Phase-2 work sharing between ranks (off with one rank, or with AMOSPREP_WORK_SHARING=0).
+  // Test hook for work sharing: the environment variable `name` = "R:MS" makes rank R sleep MS milliseconds.
+  void lag_for_tests(const char* name) const {
+    const char* v = std::getenv(name);
+    if (v && std::strchr(v, ':') && std::atoi(v) == rank_)
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(std::strchr(v, ':') + 1)));
+  }
+  // Work sharing between ranks in both phases (off with one rank, or with AMOSPREP_WORK_SHARING=0).
   bool work_sharing() const {
     const char* v = std::getenv("AMOSPREP_WORK_SHARING");
     return nranks_ > 1 && !(v && std::string(v) == "0");
   }
-  // True when this rank is the first to claim case i for phase 2 (an O_EXCL file under the state folder).
-  bool claim_case(size_t i) const;
+  // True when this rank is the first to claim case i for `phase` ("crop" or "preprocess"): an O_EXCL file under
+  // the state folder.
+  bool claim_case(const std::string& phase, size_t i) const;
+  // Cases of other ranks in the order a rank done with its own takes them: from the ends of their queues, nearest
+  // ranks first.
+  std::vector<size_t> others_queue_ends(const std::vector<std::vector<size_t>>& queues) const {
+    std::vector<size_t> out;
+    size_t longest = 0;
+    for (const auto& q : queues) longest = std::max(longest, q.size());
+    for (size_t depth = 0; depth < longest; ++depth)
+      for (int d = 1; d < nranks_; ++d) {
+        const auto& q = queues[static_cast<size_t>((rank_ + d) % nranks_)];
+        if (depth < q.size()) out.push_back(q[q.size() - 1 - depth]);
+      }
+    return out;
+  }
   std::vector<CaseMeta> metas_;                 // all cases (allgathered)
   std::vector<InputIdentity> identities_;       // all cases
   std::map<size_t, CroppedCase> mine_;          // cropped data kept in memory
@@ -439,16 +459,16 @@ void Pipeline::load_task() {
   owner_ = largest_first_schedule(schedule_costs(), nranks_);
 }
 
-bool Pipeline::claim_case(size_t i) const {
+bool Pipeline::claim_case(const std::string& phase, size_t i) const {
   if (!work_sharing()) return true;
-  const std::string path = state_dir_ + "/claims/" + metas_[i].id;
+  const std::string path = state_dir_ + "/claims/" + phase + "-" + task_.training[i].id;
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd >= 0) {
     ::close(fd);
     return true;
   }
   if (errno == EEXIST) return false;
-  throw IoError(path, std::string("cannot create the claim file: ") + std::strerror(errno), metas_[i].id);
+  throw IoError(path, std::string("cannot create the claim file: ") + std::strerror(errno), task_.training[i].id);
 }
 
 std::vector<double> Pipeline::schedule_costs() const {
@@ -592,9 +612,16 @@ void Pipeline::phase_crop_and_fingerprint() {
   identities_.assign(n, InputIdentity{});
   Progress progress("crop+fingerprint", 0, static_cast<int64_t>(n), opt_.quiet);
   const int64_t budget = opt_.mem_per_rank;
-  for (size_t i = 0; i < n; ++i) {
-    if (owner_[i] != rank_) continue;
+  // Each rank crops its own cases, then (work sharing) the ones other ranks have not started; whoever crops a case
+  // keeps it for phase 2.
+  std::vector<std::vector<size_t>> queue(static_cast<size_t>(nranks_));
+  for (size_t i = 0; i < n; ++i) queue[static_cast<size_t>(owner_[i])].push_back(i);
+  std::vector<size_t> to_crop = queue[static_cast<size_t>(rank_)];
+  if (work_sharing())
+    for (size_t i : others_queue_ends(queue)) to_crop.push_back(i);
+  for (size_t i : to_crop) {
     if (stop_requested()) break;
+    if (!claim_case("crop", i)) continue;
     const CaseFiles& c = task_.training[i];
     InputIdentity ident;
     {
@@ -622,7 +649,8 @@ void Pipeline::phase_crop_and_fingerprint() {
     if (!cached) {
       case_log_entry_ = nlohmann::json::object();
       CroppedCase kept = read_and_crop(i, &meta, &summary);
-      case_log_.push_back({{"case", c.id}, {"phase", "crop"}, {"seconds", case_log_entry_}});
+      case_log_.push_back({{"case", c.id}, {"phase", "crop"}, {"rank", rank_}, {"stolen", owner_[i] != rank_},
+                           {"seconds", case_log_entry_}});
       ByteWriter w;
       w.put_string(identity_json(ident).dump());
       put_meta(w, meta);
@@ -651,6 +679,7 @@ void Pipeline::phase_crop_and_fingerprint() {
     write_summary(summaries_small, summary, true);
     my_summaries.push_back(std::move(summary));
     progress.item_done(c.id, 0, cached);
+    lag_for_tests("AMOSPREP_TEST_SLOW_CROP_RANK");
   }
   progress.finish();
   std::vector<uint8_t>().swap(crop_scratch_);
@@ -662,11 +691,13 @@ void Pipeline::phase_crop_and_fingerprint() {
   metas_.assign(n, CaseMeta{});
   std::map<std::string, size_t> index_of;
   for (size_t i = 0; i < n; ++i) index_of[task_.training[i].id] = i;
-  for (const auto& b : all_metas) {
-    ByteReader r(b);
+  for (size_t from = 0; from < all_metas.size(); ++from) {
+    ByteReader r(all_metas[from]);
     while (!r.done()) {
       CaseMeta m = get_meta(r);
-      metas_[index_of.at(m.id)] = std::move(m);
+      const size_t i = index_of.at(m.id);
+      owner_[i] = static_cast<int>(from);  // the rank that cropped it keeps it
+      metas_[i] = std::move(m);
     }
   }
   // Sizes and spacings go to every rank; the foreground samples (about a tenth of all foreground voxels) only
@@ -1114,14 +1145,12 @@ void Pipeline::phase_preprocess() {
                          static_cast<double>(voxel_count(stage_shape(k, i))), false);
       if (const char* d = std::getenv("AMOSPREP_FAULT_DELAY_MS"))  // test hook: widen the window for kill tests
         std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(d)));
-      if (const char* d = std::getenv("AMOSPREP_TEST_SLOW_RANK"))  // test hook "R:MS": rank R lags (work sharing)
-        if (std::atoi(d) == rank_ && std::strchr(d, ':'))
-          std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(std::strchr(d, ':') + 1)));
+      lag_for_tests("AMOSPREP_TEST_SLOW_RANK");
     }
   };
   for (size_t i : queue[static_cast<size_t>(rank_)]) {
     if (stop_requested()) break;
-    if (!claim_case(i)) {  // another rank, done with its own queue, took it
+    if (!claim_case("preprocess", i)) {  // another rank, done with its own queue, took it
       mine_.erase(i);
       continue;
     }
@@ -1129,18 +1158,11 @@ void Pipeline::phase_preprocess() {
   }
   // Work sharing: a rank done with its own queue takes cases other ranks have not started, from the ends of their
   // queues (nearest ranks first), re-reading them from disk. The claim files make sure one rank does each.
-  if (work_sharing()) {
-    std::vector<size_t> others;
-    for (size_t depth = 0; depth < n; ++depth)
-      for (int d = 1; d < nranks_; ++d) {
-        const auto& q = queue[static_cast<size_t>((rank_ + d) % nranks_)];
-        if (depth < q.size()) others.push_back(q[q.size() - 1 - depth]);
-      }
-    for (size_t i : others) {
+  if (work_sharing())
+    for (size_t i : others_queue_ends(queue)) {
       if (stop_requested()) break;
-      if (claim_case(i)) run_case(i, true);
+      if (claim_case("preprocess", i)) run_case(i, true);
     }
-  }
   progress.finish();
   const bool interrupted = allreduce_or(stop_requested());
   const double total_done = allreduce_sum(static_cast<double>(done));
