@@ -357,10 +357,12 @@ class Pipeline {
     if (v && std::strchr(v, ':') && std::atoi(v) == rank_)
       std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(std::strchr(v, ':') + 1)));
   }
-  // Work sharing between ranks in both phases (off with one rank, or with AMOSPREP_WORK_SHARING=0).
-  bool work_sharing() const {
+  // Work sharing between ranks in `phase` ("crop" or "preprocess"): on with more than one rank unless
+  // AMOSPREP_WORK_SHARING is 0 (off) or names the other phase only.
+  bool work_sharing(const std::string& phase) const {
     const char* v = std::getenv("AMOSPREP_WORK_SHARING");
-    return nranks_ > 1 && !(v && std::string(v) == "0");
+    const std::string only = v ? v : "";
+    return nranks_ > 1 && only != "0" && (only.empty() || only == phase);
   }
   // True when this rank is the first to claim case i for `phase` ("crop" or "preprocess"): an O_EXCL file under
   // the state folder.
@@ -460,7 +462,7 @@ void Pipeline::load_task() {
 }
 
 bool Pipeline::claim_case(const std::string& phase, size_t i) const {
-  if (!work_sharing()) return true;
+  if (!work_sharing(phase)) return true;
   const std::string path = state_dir_ + "/claims/" + phase + "-" + task_.training[i].id;
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd >= 0) {
@@ -617,7 +619,7 @@ void Pipeline::phase_crop_and_fingerprint() {
   std::vector<std::vector<size_t>> queue(static_cast<size_t>(nranks_));
   for (size_t i = 0; i < n; ++i) queue[static_cast<size_t>(owner_[i])].push_back(i);
   std::vector<size_t> to_crop = queue[static_cast<size_t>(rank_)];
-  if (work_sharing())
+  if (work_sharing("crop"))
     for (size_t i : others_queue_ends(queue)) to_crop.push_back(i);
   for (size_t i : to_crop) {
     if (stop_requested()) break;
@@ -1158,7 +1160,7 @@ void Pipeline::phase_preprocess() {
   }
   // Work sharing: a rank done with its own queue takes cases other ranks have not started, from the ends of their
   // queues (nearest ranks first), re-reading them from disk. The claim files make sure one rank does each.
-  if (work_sharing())
+  if (work_sharing("preprocess"))
     for (size_t i : others_queue_ends(queue)) {
       if (stop_requested()) break;
       if (claim_case("preprocess", i)) run_case(i, true);

@@ -21,7 +21,8 @@ for cfg in $configs; do
   rm -rf "$tmp/work"
   echo "== $ranks rank(s) x $threads thread(s)${slow:+, the last rank slowed}"
   lag=()
-  [[ $slow == s ]] && lag=(-x AMOSPREP_TEST_SLOW_RANK="$((ranks - 1)):700")
+  # phase 1 without work sharing there, so that the slowed rank still has cases of its own to take in phase 2
+  [[ $slow == s ]] && lag=(-x AMOSPREP_TEST_SLOW_RANK="$((ranks - 1)):700" -x AMOSPREP_WORK_SHARING=preprocess)
   [[ $slow == c ]] && lag=(-x AMOSPREP_TEST_SLOW_CROP_RANK="$((ranks - 1)):700")
   mpirun -n "$ranks" --bind-to none -x OMP_NUM_THREADS="$threads" "${lag[@]}" \
     "$bin" run --amos-dir "$tmp/amos" --out "$tmp/work" -pl3d "$planner" --h5 "$layout" --quiet

@@ -1,7 +1,10 @@
 // Python-compatible JSON, the Task216/217 conversion against nnU-Net's real output, and the raw task case list.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <set>
@@ -236,6 +239,39 @@ TEST(AmosDataset, MissingAndMalformedInputsAreInputErrors) {
   EXPECT_EQ(all_classes_of(t), (std::vector<int64_t>{3, 4, 10}));
   t.labels.push_back({"x1", "bad"});
   EXPECT_THROW(all_classes_of(t), InputError);
+}
+
+TEST(AmosDataset, ConvertCopiesEveryFileAndSkipsThemOnRerun) {
+  // 25 training cases (50 copies), every byte and modification time carried over.
+  TempDir tmp;
+  const std::string amos = tmp / "AMOS22";
+  std::string training;
+  for (int c = 1; c <= 25; ++c) {
+    char id[16];
+    std::snprintf(id, sizeof id, "amos_%04d", c);
+    write_text(amos + "/imagesTr/" + id + ".nii.gz", std::string(1000 + static_cast<size_t>(c), static_cast<char>(c)));
+    write_text(amos + "/labelsTr/" + id + ".nii.gz", "label " + std::string(id));
+    training += std::string(c > 1 ? "," : "") + R"({"image": "./imagesTr/)" + id + R"(.nii.gz", "label": "./labelsTr/)" +
+                id + R"(.nii.gz"})";
+  }
+  write_text(amos + "/task1_dataset.json", R"({"labels": {"0": "background", "1": "spleen"}, "test": [], "training": [)" +
+                                               training + "]}");
+  const std::string raw = tmp / "raw";
+  convert_amos(amos, raw, 216);
+  const std::string task = raw + "/nnUNet_raw_data/Task216_AMOS2022_task1";
+  EXPECT_EQ(names_in(task + "/imagesTr").size(), 25u);
+  EXPECT_EQ(names_in(task + "/labelsTr").size(), 25u);
+  EXPECT_EQ(read_file(task + "/imagesTr/amos_0025_0000.nii.gz"), std::string(1025, static_cast<char>(25)));
+  EXPECT_EQ(read_file(task + "/labelsTr/amos_0013.nii.gz"), "label amos_0013");
+  EXPECT_EQ(fs::last_write_time(task + "/imagesTr/amos_0007_0000.nii.gz"),
+            fs::last_write_time(amos + "/imagesTr/amos_0007.nii.gz"));
+  // A rerun copies nothing again: an unchanged copy keeps its inode.
+  struct stat before {};
+  ASSERT_EQ(::stat((task + "/imagesTr/amos_0001_0000.nii.gz").c_str(), &before), 0);
+  convert_amos(amos, raw, 216);
+  struct stat after {};
+  ASSERT_EQ(::stat((task + "/imagesTr/amos_0001_0000.nii.gz").c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
 }
 
 }  // namespace
