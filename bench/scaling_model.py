@@ -25,14 +25,17 @@ The target spacings and stages come from the real planner (make_plan, run by ben
 dataset), the output shapes from resampled_shape.
 
 The schedule is the pipeline's: largest-first (LPT) on input voxel counts (largest_first_schedule in
-src/distributed.cpp; ties to the lowest rank), the same owner in phase 1 (read+crop+fingerprint) and phase 2
-(resample ... export). Each rank keeps its cropped cases in memory while they fit in a third of --mem-per-rank
-(in case order); the others are read and cropped again in phase 2, exactly as Pipeline does.
+src/distributed.cpp; ties to the lowest rank), then work sharing in both phases (simulated event by event): a rank
+runs its own queue (phase 1 in case order, phase 2 in ascending estimated peak), then takes the cases other ranks
+have not started, walking their queues from the end, nearest ranks first; whoever crops a case keeps it for phase 2,
+and a case taken in phase 2 is read and cropped again by the rank taking it. Each rank keeps its cropped cases in
+memory while they fit in a third of --mem-per-rank (in the order it crops them); the others are read and cropped
+again in phase 2, exactly as Pipeline does. `sharing=False` gives the static schedule of earlier versions.
 
 Time at P ranks (one thread each):
   T_P = convert + phase1 + gather + plan + h5_create + phase2 + h5_finish
-  convert      serial rank-0 copy of all inputs: input_bytes / measured copy rate (only `run`, not
-               `plan_and_preprocess`; shown separately)
+  convert      the copy of all inputs, shared by all ranks: max(input_bytes / (P x measured copy rate),
+               2 x input_bytes / FS bandwidth) (only `run`, not `plan_and_preprocess`; shown separately)
   phase k      max( max over ranks of the rank's CPU seconds,  bytes of phase k / aggregate FS bandwidth )
   gather       allgather of the per-case summaries with their foreground samples: every rank receives all
                G bytes; G / net_bandwidth + P * log2(P) * latency, plus the deserialisation and
@@ -159,7 +162,7 @@ def fit_costs(S, planner):
     bytes_model = {
         "read_per_in": inputs_bytes / total_in,                      # compressed inputs, read once
         "gt_per_in": sum(c["label_bytes"] for c in S["inputs"]) / total_in,
-        "npz_per_out": io.get("npz", 0) / total_out,                 # written, then read back for the manifest CRC
+        "npz_per_out": io.get("npz", 0) / total_out,                 # written once (the CRC is taken while writing)
         "h5_per_out": io.get("h5", 0) / total_out,
         "small_per_out": (io.get("pkl", 0) + io.get("state", 0)) / total_out,
         "case_stages": case_stages,
@@ -183,6 +186,50 @@ def lpt(costs, ranks):
     return owner
 
 
+def share_work(queues, cost):
+    """One phase with work sharing (Pipeline::phase_crop_and_fingerprint / phase_preprocess): each rank runs its own
+    queue front to back, skipping cases another rank took, then tries the others' cases in the order of
+    others_queue_ends (for depth 0, 1, ...: for d = 1 .. P-1: the queue of rank (r + d) mod P, from its end) and
+    takes the first one nobody has started. cost(i, taken) is the rank's time for case i (taken: from another
+    rank's queue). Returns (finish time of every rank, the rank that did each case)."""
+    import heapq
+    P = len(queues)
+    steal_lists = []
+    for r in range(P):
+        lst = []
+        longest = max(len(q) for q in queues)
+        for depth in range(longest):
+            for d in range(1, P):
+                q = queues[(r + d) % P]
+                if depth < len(q):
+                    lst.append(q[len(q) - 1 - depth])
+        steal_lists.append(lst)
+    claimed, did = set(), {}
+    own_pos, steal_pos = [0] * P, [0] * P
+    finish = [0.0] * P
+    heap = [(0.0, r) for r in range(P)]
+    heapq.heapify(heap)
+    while heap:
+        now, r = heapq.heappop(heap)
+        q = queues[r]
+        while own_pos[r] < len(q) and q[own_pos[r]] in claimed:
+            own_pos[r] += 1
+        if own_pos[r] < len(q):
+            i, taken = q[own_pos[r]], False
+        else:
+            lst = steal_lists[r]
+            while steal_pos[r] < len(lst) and lst[steal_pos[r]] in claimed:
+                steal_pos[r] += 1
+            if steal_pos[r] == len(lst):
+                finish[r] = now
+                continue
+            i, taken = lst[steal_pos[r]], True
+        claimed.add(i)
+        did[i] = (r, taken)
+        heapq.heappush(heap, (now + cost(i, taken), r))
+    return finish, did
+
+
 def estimate_case_peak(in_shape, out_shapes, channels=1):
     """Pipeline::estimate_case_peak (src/pipeline.cpp), for the --mem-per-rank check."""
     in_vox = _prod(in_shape)
@@ -193,7 +240,8 @@ def estimate_case_peak(in_shape, out_shapes, channels=1):
 
 class Model:
     def __init__(self, S, planner, fs_bw=5e9, net_bw=5e9, latency=5e-6, mem_per_rank=8 * 2 ** 30,
-                 schedule="input_voxels", h5_op_latency=30e-6, h5_growth="latency", overlap_merge=False):
+                 schedule="input_voxels", h5_op_latency=30e-6, h5_growth="latency", overlap_merge=False,
+                 sharing=True):
         self.S, self.planner = S, planner
         P = S["planners"][planner]
         self.cost, self.bytes = fit_costs(S, planner)
@@ -212,6 +260,7 @@ class Model:
         self.stage_spacings = [st["current_spacing"] for st in plan["stages"]]
         self.fs_bw, self.net_bw, self.latency, self.mem = fs_bw, net_bw, latency, mem_per_rank
         self.schedule = schedule
+        self.sharing = sharing  # work sharing between ranks in both phases (the pipeline's default)
         self.h5_op_latency, self.h5_growth = h5_op_latency, h5_growth
         self.overlap_merge = overlap_merge  # what-if: merge hidden behind phase 2 (only the transfer stays serial)
         conv = S.get("convert") or {}
@@ -228,7 +277,7 @@ class Model:
             cs["peak_estimate"] = estimate_case_peak(cs["size"], cs["out"])
             b = self.bytes
             cs["io1"] = (b["read_per_in"] + b["gt_per_in"]) * vin
-            cs["io2"] = (2 * b["npz_per_out"] + b["h5_per_out"] + b["small_per_out"]) * sum(vout)
+            cs["io2"] = (b["npz_per_out"] + b["h5_per_out"] + b["small_per_out"]) * sum(vout)
             cs["input_bytes"] = b["read_per_in"] * vin
 
     def serial_parts(self, P):
@@ -263,26 +312,43 @@ class Model:
             owner = lpt([c["in_vox"] for c in cs], P)
         else:  # "modelled_cost": LPT on the modelled CPU seconds of both phases
             owner = lpt([c["p1"] + c["p2"] for c in cs], P)
-        load1, load2, kept = [0.0] * P, [0.0] * P, [0.0] * P
+        over_budget = sum(1 for c in cs if c["peak_estimate"] > self.mem)
+        kept = [0.0] * P
+        is_kept = [False] * len(cs)
         reread = 0.0
-        over_budget = 0
-        for i, c in enumerate(cs):  # case order, as the pipeline walks its cases
-            r = owner[i]
-            load1[r] += c["p1"]
-            load2[r] += c["p2"]
-            if c["peak_estimate"] > self.mem:
-                over_budget += 1
-            if unlimited_memory or kept[r] + c["keep_bytes"] <= self.mem / 3:
-                kept[r] += c["keep_bytes"]
-            else:
-                load2[r] += c["reread"]
-                reread += c["reread"]
+        if self.sharing and P > 1:
+            queues1 = [[i for i in range(len(cs)) if owner[i] == r] for r in range(P)]
+            finish1, did1 = share_work(queues1, lambda i, taken: cs[i]["p1"])
+            for i in sorted(did1, key=lambda i: did1[i][0]):  # each rank keeps crops in the order it made them
+                r = did1[i][0]
+                owner[i] = r
+                if unlimited_memory or kept[r] + cs[i]["keep_bytes"] <= self.mem / 3:
+                    kept[r] += cs[i]["keep_bytes"]
+                    is_kept[i] = True
+            queues2 = [sorted((i for i in range(len(cs)) if owner[i] == r), key=lambda i: cs[i]["peak_estimate"])
+                       for r in range(P)]
+            extra = lambda i, taken: cs[i]["reread"] if taken or not is_kept[i] else 0.0
+            finish2, did2 = share_work(queues2, lambda i, taken: cs[i]["p2"] + extra(i, taken))
+            reread = sum(extra(i, taken) for i, (_, taken) in did2.items())
+            M1, M2 = max(finish1), max(finish2)
+        else:
+            load1, load2 = [0.0] * P, [0.0] * P
+            for i, c in enumerate(cs):  # case order, as the pipeline walks its cases
+                r = owner[i]
+                load1[r] += c["p1"]
+                load2[r] += c["p2"]
+                if unlimited_memory or kept[r] + c["keep_bytes"] <= self.mem / 3:
+                    kept[r] += c["keep_bytes"]
+                else:
+                    load2[r] += c["reread"]
+                    reread += c["reread"]
+            M1, M2 = max(load1), max(load2)
         io1 = sum(c["io1"] for c in cs)
         io2 = sum(c["io2"] for c in cs)
-        M1, M2 = max(load1), max(load2)
         T1p, T2p = max(M1, io1 / self.fs_bw), max(M2, io2 / self.fs_bw)
         serial = self.serial_parts(P)
-        convert = sum(c["input_bytes"] for c in cs) / self.copy_rate
+        input_bytes = sum(c["input_bytes"] for c in cs)
+        convert = max(input_bytes / (P * self.copy_rate), 2 * input_bytes / self.fs_bw)
         S_P = sum(serial.values())
         T = S_P + T1p + T2p
         W1 = sum(c["p1"] for c in cs)
@@ -300,7 +366,7 @@ class Model:
         loss = {
             "imbalance phase 1": (P * r["M1"] - r["W1"]) / PT,
             "imbalance phase 2": (P * r["M2"] - r["W2"] - r["reread"]) / PT,
-            "re-reads (memory budget)": r["reread"] / PT,
+            "re-reads (memory budget, taken cases)": r["reread"] / PT,
             "I/O bandwidth cap": P * ((r["T1p"] - r["M1"]) + (r["T2p"] - r["M2"])) / PT,
             "serial parts": (P * r["serial_total"] - base["serial_total"]) / PT,
         }
@@ -328,7 +394,7 @@ def report_section(S, fs_bandwidths=(2e9, 5e9, 10e9), ranks=(16, 64, 256), net_b
     add("## Scaling model: 500 AMOS-like CT cases (bench/scaling_model.py)")
     add("")
     add("Dataset: " + describe_dataset() + ". Costs are the CPU seconds per voxel fitted on the 1 rank × 1 thread runs "
-        "above; serial parts measured for this dataset; largest-first schedule on input voxels as in the pipeline; "
+        "above; serial parts measured for this dataset; largest-first schedule on input voxels and work sharing as in the pipeline; "
         "`--mem-per-rank %.0fG`; allgather over a %.0f GB/s network; collective HDF5 metadata +%.0f µs per "
         "operation per doubling of the ranks (assumed); one thread per rank. Efficiency = T1 / (P × T_P) with T1 "
         "the one-rank time without re-reads." % (mem_per_rank / 2 ** 30, net_bw / 1e9, h5_op_latency * 1e6))
@@ -359,36 +425,37 @@ def report_section(S, fs_bandwidths=(2e9, 5e9, 10e9), ranks=(16, 64, 256), net_b
                max(cs["peak_estimate"] for cs in m.cases) / 2 ** 30,
                sum(1 for cs in m.cases if cs["peak_estimate"] > mem_per_rank)))
         add("")
-        add("| FS bandwidth | ranks | T_P s | efficiency | incl. convert copy | LPT on modelled cost | HDF5 growth as measured 1→2 ranks (pessimistic) |")
+        add("| FS bandwidth | ranks | T_P s | efficiency | incl. convert copy | without work sharing (static LPT) | HDF5 growth as measured 1→2 ranks (pessimistic) |")
         add("|---|---|---|---|---|---|---|")
         for bw in fs_bandwidths:
             for P in ranks:
                 r = Model(S, p, fs_bw=bw, **kw).efficiency(P)
-                r2 = Model(S, p, fs_bw=bw, schedule="modelled_cost", **kw).efficiency(P)
+                r2 = Model(S, p, fs_bw=bw, sharing=False, **kw).efficiency(P)
                 r3 = Model(S, p, fs_bw=bw, h5_growth="measured", **kw).efficiency(P)
                 add("| %.0f GB/s | %d | %.0f | **%.0f %%** | %.0f %% | %.0f %% | %.0f %% |" % (
                     bw / 1e9, P, r["T"], 100 * r["eff"], 100 * r["eff_run"], 100 * r2["eff"], 100 * r3["eff"]))
         add("")
         add("Where the rest goes at %.0f GB/s (share of P × T_P; efficiency + losses = 100 %%):" % (default_bw / 1e9))
         add("")
-        add("| ranks | T_P s | efficiency | imbalance phase 1 | imbalance phase 2 | re-reads | I/O cap | serial parts | serial s: gather+merge / plan / HDF5 create / HDF5 finish | convert copy s (rank 0) |")
+        add("| ranks | T_P s | efficiency | imbalance phase 1 | imbalance phase 2 | re-reads | I/O cap | serial parts | serial s: gather+merge / plan / HDF5 create / HDF5 finish | convert copy s (all ranks) |")
         add("|---|---|---|---|---|---|---|---|---|---|")
         for P in [1] + list(ranks):
             r = m.efficiency(P)
             if P == 1:
-                r["eff"] = 1.0 - r["loss"]["re-reads (memory budget)"]  # T1 itself; the re-reads are the only loss
+                r["eff"] = 1.0 - r["loss"]["re-reads (memory budget, taken cases)"]  # T1 itself; re-reads: the only loss
             l = r["loss"]
             s = r["serial"]
             add("| %d | %.0f | %.0f %% | %.1f %% | %.1f %% | %.1f %% | %.1f %% | %.1f %% | %.1f / %.2f / %.1f / %.1f | %.0f |" % (
                 P, r["T"], 100 * r["eff"], 100 * l["imbalance phase 1"], 100 * l["imbalance phase 2"],
-                100 * l["re-reads (memory budget)"], 100 * l["I/O bandwidth cap"], 100 * l["serial parts"],
+                100 * l["re-reads (memory budget, taken cases)"], 100 * l["I/O bandwidth cap"], 100 * l["serial parts"],
                 s["gather+merge"], s["plan"], s["h5_create"], s["h5_finish"], r["convert"]))
         add("")
         add("What-ifs at 64 ranks, %.0f GB/s (changes the pipeline does not have today):" % (default_bw / 1e9))
         add("")
         add("| variant | T_P s | efficiency |")
         add("|---|---|---|")
-        variants = [("as the pipeline is", {}),
+        variants = [("as the pipeline is (LPT on input voxels, work sharing)", {}),
+                    ("without work sharing (static LPT on input voxels)", {"sharing": False}),
                     ("LPT on modelled cost instead of input voxels", {"schedule": "modelled_cost"}),
                     ("merge_fingerprint + (de)serialisation hidden behind phase 2 resampling", {"overlap_merge": True}),
                     ("both", {"schedule": "modelled_cost", "overlap_merge": True}),
