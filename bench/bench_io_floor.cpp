@@ -305,6 +305,7 @@ int run_serial(const std::map<std::string, std::string>& o) {
     }
     total_samples += static_cast<int64_t>(v.size());
     s.foreground_samples.push_back(std::move(v));
+    summarize_intensities(s);  // the pipeline does this on the cropping ranks, in parallel, not in the merge
     summaries.push_back(std::move(s));
   }
 

@@ -16,6 +16,7 @@ void write_summary(ByteWriter& w, const CaseSummary& s, bool with_samples) {
   w.put<uint64_t>(with_samples ? s.foreground_samples.size() : 0);
   if (with_samples)
     for (const auto& v : s.foreground_samples) w.put_vector(v);
+  w.put_vector(s.local_stats);
 }
 
 CaseSummary read_summary(ByteReader& r) {
@@ -26,7 +27,13 @@ CaseSummary read_summary(ByteReader& r) {
   s.size_after_cropping = r.get<Shape3>();
   const auto n = r.get<uint64_t>();
   for (uint64_t i = 0; i < n; ++i) s.foreground_samples.push_back(r.get_vector<float>());
+  s.local_stats = r.get_vector<IntensityStats>();
   return s;
+}
+
+void summarize_intensities(CaseSummary& s) {
+  s.local_stats.clear();
+  for (const auto& v : s.foreground_samples) s.local_stats.push_back(compute_intensity_stats(v));
 }
 
 namespace {
@@ -83,11 +90,12 @@ DatasetFingerprint merge_fingerprint(std::vector<CaseSummary> cases, const std::
       std::vector<float> all;
       all.reserve(total);
       for (const auto& c : cases) {
-        local.push_back(compute_intensity_stats(c.foreground_samples[m]));
+        local.push_back(c.local_stats.size() == modalities.size() ? c.local_stats[m]
+                                                                   : compute_intensity_stats(c.foreground_samples[m]));
         all.insert(all.end(), c.foreground_samples[m].begin(), c.foreground_samples[m].end());
       }
       fp.local_stats.push_back(std::move(local));
-      fp.global_stats.push_back(compute_intensity_stats(all));
+      fp.global_stats.push_back(compute_intensity_stats(std::move(all)));
     }
   }
   return fp;

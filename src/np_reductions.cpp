@@ -170,6 +170,10 @@ double np_percentile_f32(std::vector<float> v, double q) { return percentile_of(
 double np_percentile_f64(std::vector<double> v, double q) { return percentile_of(v, q); }
 
 IntensityStats compute_intensity_stats(const std::vector<float>& sample) {
+  return compute_intensity_stats(std::vector<float>(sample));
+}
+
+IntensityStats compute_intensity_stats(std::vector<float>&& sample) {
   IntensityStats s;
   const int64_t n = static_cast<int64_t>(sample.size());
   if (n == 0) {
@@ -179,22 +183,22 @@ IntensityStats compute_intensity_stats(const std::vector<float>& sample) {
     s.percentile_99_5 = s.percentile_00_5 = nan_d;
     return s;
   }
+  // The sums first, in the sample's order; then every order statistic needed (median and both percentiles) is
+  // selected in one pass, reordering the sample itself.
   s.mean = np_mean_f32(sample.data(), n);
   s.sd = np_std_f32(sample.data(), n);
   const auto [mn, mx] = std::minmax_element(sample.begin(), sample.end());
   s.mn = *mn;
   s.mx = *mx;
 
-  // One scratch copy; every order statistic needed (median and both percentiles) is selected in one pass.
   const PercentileRanks p_hi = percentile_ranks(n, 99.5);
   const PercentileRanks p_lo = percentile_ranks(n, 0.5);
   const int64_t med_lo = (n - 1) / 2, med_hi = n / 2;
   std::vector<int64_t> ranks = {p_lo.lo, p_lo.hi, med_lo, med_hi, p_hi.lo, p_hi.hi};
   std::sort(ranks.begin(), ranks.end());
   ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-  std::vector<float> scratch(sample);
-  select_ranks(scratch, 0, n, ranks.data(), ranks.size());
-  auto at = [&](int64_t k) { return scratch[static_cast<size_t>(k)]; };
+  select_ranks(sample, 0, n, ranks.data(), ranks.size());
+  auto at = [&](int64_t k) { return sample[static_cast<size_t>(k)]; };
 
   s.median = (n % 2 == 1) ? at(med_lo) : (at(med_lo) + at(med_hi)) / 2.0f;
   s.percentile_99_5 = lerp_percentile(at(p_hi.lo), at(p_hi.hi), p_hi.gamma);

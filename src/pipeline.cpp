@@ -541,6 +541,7 @@ void Pipeline::describe_crop(const CaseFiles& c, const Geometry& geom, const Cro
     summary->size_after_cropping = crop.size_after_cropping;
     summary->foreground_samples.clear();
     for (const auto& ch : crop.data) summary->foreground_samples.push_back(foreground_sample(ch, crop.seg));
+    summarize_intensities(*summary);  // here, on the cropping rank, not serially in the merge on rank 0
   }
 }
 
@@ -632,7 +633,7 @@ void Pipeline::phase_crop_and_fingerprint() {
     }
     CaseMeta meta;
     CaseSummary summary;
-    const std::string cache = state_dir_ + "/cache/" + c.id + ".summary";
+    const std::string cache = state_dir_ + "/cache/" + c.id + ".summary2";  // 2: with the local statistics
     bool cached = false;
     if (!opt_.force && path_exists(cache)) {
       try {

@@ -21,7 +21,13 @@ struct CaseSummary {
   Shape3 size_after_cropping{0, 0, 0};
   /// Per modality: channel voxels where seg > 0, every 10th in C order (nnU-Net's foreground sample).
   std::vector<std::vector<float>> foreground_samples;
+  /// Per modality: the statistics of that sample (nnU-Net's local_props), computed by the rank that cropped the
+  /// case (summarize_intensities); empty when not computed, then merge_fingerprint computes them.
+  std::vector<IntensityStats> local_stats;
 };
+
+/// Fills s.local_stats from s.foreground_samples.
+void summarize_intensities(CaseSummary& s);
 
 /// Serialisation of a summary for the exchange between ranks and the per-case cache (samples optional).
 void write_summary(ByteWriter& w, const CaseSummary& s, bool with_samples);

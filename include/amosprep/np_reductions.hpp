@@ -30,5 +30,7 @@ double np_median_f64(std::vector<double> v);
 /// All seven statistics of a sample, exactly as nnU-Net computes them. Makes one scratch copy (for the order
 /// statistics, O(n) selection); the chunk sums run in parallel (OpenMP) without changing any bit.
 IntensityStats compute_intensity_stats(const std::vector<float>& sample);
+/// The same, reordering `sample` in place instead of a copy.
+IntensityStats compute_intensity_stats(std::vector<float>&& sample);
 
 }  // namespace amosprep

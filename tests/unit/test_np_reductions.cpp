@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "amosprep/fingerprint.hpp"
 #include "amosprep/np_reductions.hpp"
 
 using namespace amosprep;
@@ -196,4 +197,50 @@ TEST(NpReductions, SpacingMedianUsesLerpWhileMedianUsesMidpoint) {  // §7.3: P_
   EXPECT_SAME_F64(np_median_f64(v), 2.211);
   EXPECT_SAME_F64(np_percentile_f64(v, 50.0), 2.2110000000000003);
   EXPECT_NE(bits(np_median_f64(v)), bits(np_percentile_f64(v, 50.0)));
+}
+
+// The per-case statistics a cropping rank computes (summarize_intensities) travel with the summary and are what
+// the merge would compute itself; the merged fingerprint is the same either way.
+TEST(NpReductions, LocalStatisticsFromTheRanksEqualTheMergedOnes) {
+  std::vector<CaseSummary> with, without;
+  for (int c = 0; c < 3; ++c) {
+    CaseSummary s;
+    s.id = "amos_000" + std::to_string(3 - c);  // out of order: the merge sorts
+    s.original_size = s.size_after_cropping = {10, 20, 30};
+    s.original_spacing = {2.0, 0.7, 0.7};
+    std::vector<float> v(5000 + 1000 * static_cast<size_t>(c));
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = static_cast<float>(static_cast<int>(mix(static_cast<uint32_t>(i), static_cast<uint32_t>(c)) % 2000) - 900) * 0.37f;
+    s.foreground_samples = {v};
+    without.push_back(s);
+    summarize_intensities(s);
+    ByteWriter w;  // as exchanged between ranks, without the samples
+    write_summary(w, s, false);
+    ByteReader r(w.bytes());
+    CaseSummary back = read_summary(r);
+    ASSERT_TRUE(r.done());
+    ASSERT_EQ(back.local_stats.size(), 1u);
+    back.foreground_samples = s.foreground_samples;
+    with.push_back(back);
+  }
+  const DatasetFingerprint a = merge_fingerprint(with, {1, 2}, {"CT"});
+  const DatasetFingerprint b = merge_fingerprint(without, {1, 2}, {"CT"});
+  ASSERT_EQ(a.local_stats.size(), 1u);
+  ASSERT_EQ(a.local_stats[0].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(a.local_stats[0][i].mean, b.local_stats[0][i].mean);
+    EXPECT_EQ(a.local_stats[0][i].sd, b.local_stats[0][i].sd);
+    EXPECT_EQ(a.local_stats[0][i].median, b.local_stats[0][i].median);
+    EXPECT_EQ(a.local_stats[0][i].percentile_99_5, b.local_stats[0][i].percentile_99_5);
+    EXPECT_EQ(a.local_stats[0][i].percentile_00_5, b.local_stats[0][i].percentile_00_5);
+    EXPECT_EQ(a.local_stats[0][i].mn, b.local_stats[0][i].mn);
+    EXPECT_EQ(a.local_stats[0][i].mx, b.local_stats[0][i].mx);
+  }
+  EXPECT_EQ(a.case_ids, (std::vector<std::string>{"amos_0001", "amos_0002", "amos_0003"}));
+  // sorted order: amos_0001 is the third summary made (7000 samples)
+  EXPECT_EQ(a.local_stats[0][0].mean, compute_intensity_stats(without[2].foreground_samples[0]).mean);
+  EXPECT_EQ(a.global_stats[0].mean, b.global_stats[0].mean);
+  // The merge takes the ranks' statistics as they come (it does not recompute them).
+  with[0].local_stats[0].mean = 42.0f;
+  EXPECT_EQ(merge_fingerprint(with, {1, 2}, {"CT"}).local_stats[0][2].mean, 42.0f);
 }
