@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <omp.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -313,11 +314,20 @@ class Logger {
 class Pipeline {
  public:
   explicit Pipeline(const PipelineOptions& o) : opt_(o), log_(o.quiet), rank_(mpi_rank()), nranks_(mpi_size()) {}
+  ~Pipeline() {
+    if (run_lock_fd_ >= 0) ::close(run_lock_fd_);
+  }
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
 
   void run();
 
  private:
   void load_task();
+  // Rank 0: an exclusive lock on amos-prep/run.lock for the whole run, so that a second run into the same output
+  // folder stops at once instead of removing this run's temporary files and claims. UsageError when it is held.
+  void lock_output_folder();
+  int run_lock_fd_ = -1;
   void phase_crop_and_fingerprint();
   void phase_plan();
   void phase_preprocess();
@@ -436,6 +446,8 @@ void Pipeline::load_task() {
   state_dir_ = (fs::path(out_dir_) / "amos-prep").string();
   cropped_dir_ = (fs::path(opt_.raw_base) / "nnUNet_cropped_data" / task_folder_name(opt_.task_id)).string();
   if (rank_ == 0) {
+    make_dirs(state_dir_);
+    lock_output_folder();  // before touching anything another run might be writing
     // Temporary files of an earlier, killed run are never final outputs: remove them.
     for (const std::string& root : {out_dir_, cropped_dir_}) {
       std::error_code ec;
@@ -459,6 +471,27 @@ void Pipeline::load_task() {
   }
   barrier();
   owner_ = largest_first_schedule(schedule_costs(), nranks_);
+}
+
+void Pipeline::lock_output_folder() {
+  const std::string path = state_dir_ + "/run.lock";
+  run_lock_fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (run_lock_fd_ < 0) throw IoError(path, std::string("cannot create the run lock: ") + std::strerror(errno));
+  if (::flock(run_lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      std::string holder = read_file(path);
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+      throw UsageError("another amos-prep run (" + (holder.empty() ? std::string("unknown process") : holder) +
+                       ") is writing " + out_dir_ + " (" + path + " is locked); wait for it to end or use another --out");
+    }
+    // A file system without flock (some Lustre mounts): run unprotected, as before.
+    log_.info("warning: cannot lock " + path + " (" + std::strerror(errno) + "); concurrent runs are not detected");
+    return;
+  }
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::string who = "pid " + std::to_string(::getpid()) + " on " + host + "\n";
+  if (::ftruncate(run_lock_fd_, 0) == 0) (void)!::pwrite(run_lock_fd_, who.data(), who.size(), 0);
 }
 
 bool Pipeline::claim_case(const std::string& phase, size_t i) const {

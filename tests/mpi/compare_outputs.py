@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-SKIP = {"log.json", "amos-prep.h5"}
+SKIP = {"log.json", "amos-prep.h5", "run.lock"}  # run records (times, pid), the store compared below
 
 
 def files_of(root):

@@ -3,14 +3,15 @@
 
 usage: compare_runs.py REFERENCE_TASK_DIR OTHER_TASK_DIR
 
-Every file must be byte-identical, except amos-prep/log.json and amos-prep/manifest/ (run records: times, hosts)
+Every file must be byte-identical, except amos-prep/log.json, amos-prep/run.lock and amos-prep/manifest/ (run
+records: times, hosts, pids)
 and amos-prep.h5, which is compared dataset by dataset (names, dtypes, shapes, values) with h5py when available
 (otherwise only its presence is checked). Needs only the Python standard library (+ h5py for the HDF5 part).
 """
 import os
 import sys
 
-SKIP_FILES = {os.path.join("amos-prep", "log.json"), "amos-prep.h5"}
+SKIP_FILES = {os.path.join("amos-prep", "log.json"), os.path.join("amos-prep", "run.lock"), "amos-prep.h5"}
 SKIP_DIRS = {os.path.join("amos-prep", "manifest")}
 
 
