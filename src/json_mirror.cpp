@@ -143,7 +143,7 @@ class IndentedWriter {
         [&](const auto& x) {
           using T = std::decay_t<decltype(x)>;
           if constexpr (std::is_same_v<T, py::List> || std::is_same_v<T, py::Tuple>) {
-            sequence(x.items.size(), level, [&](size_t i) { value(x.items[i], level + 1); });
+            sequence('[', ']', x.items.size(), level, [&](size_t i) { value(x.items[i], level + 1); });
           } else if constexpr (std::is_same_v<T, py::Dict>) {
             // keys equal as strings: the first position, the last value (as assigning into the ordered_json)
             std::vector<std::pair<std::string, const py::Value*>> items;
@@ -154,7 +154,7 @@ class IndentedWriter {
               if (fresh) items.emplace_back(std::move(key), &val);
               else items[it->second].second = &val;
             }
-            sequence_of('{', '}', items.size(), level, [&](size_t i) {
+            sequence('{', '}', items.size(), level, [&](size_t i) {
               out_ += Json(items[i].first).dump();
               out_ += ": ";
               value(*items[i].second, level + 1);
@@ -170,12 +170,9 @@ class IndentedWriter {
   }
 
  private:
+  // open, then n items each on its own line indented one level deeper, then close; "[]" / "{}" when empty.
   template <class Item>
-  void sequence(size_t n, int level, Item&& item) {
-    sequence_of('[', ']', n, level, item);
-  }
-  template <class Item>
-  void sequence_of(char open, char close, size_t n, int level, Item&& item) {
+  void sequence(char open, char close, size_t n, int level, Item&& item) {
     out_ += open;
     if (n == 0) {
       out_ += close;
@@ -196,7 +193,7 @@ class IndentedWriter {
       p += py::dtype_size(a.dtype);
       return;
     }
-    sequence(static_cast<size_t>(a.shape[axis]), level, [&](size_t) { array(a, axis + 1, level + 1, p); });
+    sequence('[', ']', static_cast<size_t>(a.shape[axis]), level, [&](size_t) { array(a, axis + 1, level + 1, p); });
   }
   void element_text(py::DType t, const char* p) {
     switch (t) {

@@ -377,6 +377,12 @@ class Pipeline {
   // True when this rank is the first to claim case i for `phase` ("crop" or "preprocess"): an O_EXCL file under
   // the state folder.
   bool claim_case(const std::string& phase, size_t i) const;
+  // Each rank's cases (owner_), in case order.
+  std::vector<std::vector<size_t>> queues_by_owner() const {
+    std::vector<std::vector<size_t>> queues(static_cast<size_t>(nranks_));
+    for (size_t i = 0; i < owner_.size(); ++i) queues[static_cast<size_t>(owner_[i])].push_back(i);
+    return queues;
+  }
   // Cases of other ranks in the order a rank done with its own takes them: from the ends of their queues, nearest
   // ranks first.
   std::vector<size_t> others_queue_ends(const std::vector<std::vector<size_t>>& queues) const {
@@ -650,8 +656,7 @@ void Pipeline::phase_crop_and_fingerprint() {
   const int64_t budget = opt_.mem_per_rank;
   // Each rank crops its own cases, then (work sharing) the ones other ranks have not started; whoever crops a case
   // keeps it for phase 2.
-  std::vector<std::vector<size_t>> queue(static_cast<size_t>(nranks_));
-  for (size_t i = 0; i < n; ++i) queue[static_cast<size_t>(owner_[i])].push_back(i);
+  const std::vector<std::vector<size_t>> queue = queues_by_owner();
   std::vector<size_t> to_crop = queue[static_cast<size_t>(rank_)];
   if (work_sharing("crop"))
     for (size_t i : others_queue_ends(queue)) to_crop.push_back(i);
@@ -1128,8 +1133,7 @@ void Pipeline::phase_preprocess() {
   // so the biggest working set then meets the fewest of them (a lower peak; outputs do not depend on the order).
   std::vector<int64_t> peak(n, 0);
   for (size_t i = 0; i < n; ++i) peak[i] = estimate_case_peak(i);
-  std::vector<std::vector<size_t>> queue(static_cast<size_t>(nranks_));
-  for (size_t i = 0; i < n; ++i) queue[static_cast<size_t>(owner_[i])].push_back(i);
+  std::vector<std::vector<size_t>> queue = queues_by_owner();
   for (auto& q : queue) std::stable_sort(q.begin(), q.end(), [&](size_t a, size_t b) { return peak[a] < peak[b]; });
   std::vector<size_t> processed;  // cases this rank took in this run
   auto run_case = [&](size_t i, bool stolen) {
