@@ -134,6 +134,23 @@ void H5Store::set_attr(const std::string& object, const std::string& name, const
   numeric_attr(static_cast<hid_t>(file_), path_, object, name, value, H5T_NATIVE_INT64, H5T_STD_I64LE);
 }
 
+int64_t chunk_extent(int64_t n, int64_t at_least) {
+  if (n <= 0) return 1;
+  const int64_t most = n / std::clamp<int64_t>(at_least, 1, n);  // the most chunks of at least at_least voxels
+  const int64_t shortest = (n + most - 1) / most;
+  int64_t best = shortest, best_waste = most * shortest - n;
+  // Fewer, longer chunks (at most 1/8 longer) when they pad less.
+  for (int64_t k = most - 1; k >= 1; --k) {
+    const int64_t extent = (n + k - 1) / k;
+    if (extent * 8 > shortest * 9) break;
+    if (k * extent - n < best_waste) {
+      best = extent;
+      best_waste = k * extent - n;
+    }
+  }
+  return best;
+}
+
 static void create_dataset(hid_t file, const std::string& fname, const std::string& path, hid_t type,
                            const std::vector<int64_t>& shape, const std::vector<int64_t>* chunk, bool filtered) {
   auto dims = dims_of(shape);

@@ -103,9 +103,8 @@ class ScopedPhase {
 
 // HDF5 chunk shape of a case-stage's (z, y, x) volumes.
 std::vector<int64_t> chunk_for(const StagePlan& sp, const Shape3& s) {
-  // Half the patch per axis: a random patch touches at most 3 chunks per axis.
   std::vector<int64_t> c;
-  for (int a = 0; a < 3; ++a) c.push_back(std::max<int64_t>(1, std::min<int64_t>(s[a], (sp.patch_size[a] + 1) / 2)));
+  for (int a = 0; a < 3; ++a) c.push_back(chunk_extent(s[a], (sp.patch_size[a] + 1) / 2));
   return c;
 }
 

@@ -14,6 +14,11 @@ namespace amosprep {
 
 enum class H5Layout { chunked, deflate };
 
+/// Chunk extent along an axis of `n` voxels: at least `at_least` (clamped to n), so that a patch of up to
+/// 2 * at_least voxels touches at most 3 chunks, and splitting the axis into nearly equal chunks so that the
+/// zero-padded edge chunk (HDF5 stores whole chunks) adds fewer voxels than there are chunks.
+int64_t chunk_extent(int64_t n, int64_t at_least);
+
 class H5Store {
  public:
   /// Collective. Creates (truncates) `path` with the MPI-IO driver on MPI_COMM_WORLD.
