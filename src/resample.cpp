@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <type_traits>
@@ -39,6 +41,15 @@ constexpr double kDataGuard = 256.0 * 0x1p-53;
 constexpr int64_t kLabelWindowMargin = 24;
 // Margin (in coefficients) beyond which a cubic one-hot cannot reach 0.5 (its tail there is below 0.1).
 constexpr int64_t kCubicReach = 2;
+// Label 0 after the single negative label: the one-hot values of all labels sum to 1 (the spline reproduces
+// constants), so label 0 can reach 0.5 where the negative label was written only if the negative label's value is
+// below 0.5 + kPartitionSlack or a positive label's value is not negligible. Beyond kPartitionReach coefficients
+// (along one axis) from a label's box, its cubic one-hot value is below 170 * 0.268^21 < 2e-10 (prefilter impulse
+// response sqrt(3) * |z|^k, twice for mirror images, tail sums 4.73 |z|^d and 6 inside; nonnegative weights summing
+// to 1); order 1 reaches no further than its taps.
+constexpr int64_t kPartitionReach = 20;
+constexpr double kPartitionTail = 2e-10;
+constexpr double kPartitionSlack = 1e-6;
 constexpr int kTileLanes = 32;     // lines prefiltered together along axes 0 and 1
 constexpr int kRowLanes = 4;       // rows prefiltered together along axis 2
 constexpr int64_t kSlabBatch = 8;  // z slabs computed between two emissions of output planes
@@ -857,13 +868,15 @@ void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, b
 
 // One label's output box (and its sampled source range) for a label whose source bounding box is `bb`
 // (unpadded, inclusive lo..hi-1). Empty when no output kernel reaches it.
-bool label_region(const AxisMap* const maps[3], const Range bb[3], const Range restrict_out[3], Region& reg) {
+// reach: coefficients beyond the box that still count (default: where a cubic one-hot can reach 0.5).
+bool label_region(const AxisMap* const maps[3], const Range bb[3], const Range restrict_out[3], Region& reg,
+                  int64_t cubic_reach = kCubicReach) {
   for (int a = 0; a < 3; ++a) {
     const AxisMap& m = *maps[a];
     // padded support: edge padding replicates a label touching the border into the pad
     const int64_t slo = bb[a].lo == 0 ? 0 : bb[a].lo + m.pad;
     const int64_t shi = bb[a].hi == m.n_in ? m.n_src - 1 : bb[a].hi - 1 + m.pad;
-    const int64_t reach = m.prefilter ? kCubicReach : 0;
+    const int64_t reach = m.prefilter ? cubic_reach : 0;
     int64_t lo = m.n_out, hi = 0;
     for (int64_t k = 0; k < m.n_out; ++k) {
       const int64_t* idx = m.idx_at(k);
@@ -925,18 +938,19 @@ std::vector<LabelBox> find_labels(const Array3<T>& seg) {
   return all;
 }
 
-// Bounding box of the voxels holding a negative label; false if there are none.
+// Bounding box of the voxels of `within` holding a negative label; false if there are none.
 template <class OutT>
-bool negative_box(const Array3<OutT>& out, Range box[3]) {
+bool negative_box(const Array3<OutT>& out, const Range within[3], Range box[3]) {
   const Shape3 s = out.shape;
   std::vector<Range> rows(static_cast<size_t>(s[0]), Range{s[1], 0}), cols(static_cast<size_t>(s[0]), Range{s[2], 0});
-#pragma omp parallel for schedule(static) num_threads(threads_for(static_cast <int64_t>(out.size()) / 16))
-  for (int64_t k0 = 0; k0 < s[0]; ++k0) {
+  const int64_t work = within[0].size() * within[1].size() * within[2].size();
+#pragma omp parallel for schedule(static) num_threads(threads_for(work / 16))
+  for (int64_t k0 = within[0].lo; k0 < within[0].hi; ++k0) {
     Range& r = rows[static_cast<size_t>(k0)];
     Range& c = cols[static_cast<size_t>(k0)];
-    for (int64_t k1 = 0; k1 < s[1]; ++k1) {
+    for (int64_t k1 = within[1].lo; k1 < within[1].hi; ++k1) {
       const OutT* o = &out(k0, k1, 0);
-      for (int64_t k2 = 0; k2 < s[2]; ++k2)
+      for (int64_t k2 = within[2].lo; k2 < within[2].hi; ++k2)
         if (o[k2] < OutT(0)) {
           r = {std::min(r.lo, k1), std::max(r.hi, k1 + 1)};
           c = {std::min(c.lo, k2), std::max(c.hi, k2 + 1)};
@@ -946,7 +960,7 @@ bool negative_box(const Array3<OutT>& out, Range box[3]) {
   box[0] = {s[0], 0};
   box[1] = {s[1], 0};
   box[2] = {s[2], 0};
-  for (int64_t k0 = 0; k0 < s[0]; ++k0) {
+  for (int64_t k0 = within[0].lo; k0 < within[0].hi; ++k0) {
     const Range r = rows[static_cast<size_t>(k0)], c = cols[static_cast<size_t>(k0)];
     if (r.empty()) continue;
     box[0] = {std::min(box[0].lo, k0), k0 + 1};
@@ -954,6 +968,32 @@ bool negative_box(const Array3<OutT>& out, Range box[3]) {
     box[2] = {std::min(box[2].lo, c.lo), std::max(box[2].hi, c.hi)};
   }
   return !box[0].empty();
+}
+
+void extend_box(Range box[3], const Range add[3]) {
+  for (int a = 0; a < 3; ++a)
+    box[a] = box[a].empty() ? add[a] : Range{std::min(box[a].lo, add[a].lo), std::max(box[a].hi, add[a].hi)};
+}
+
+// Where label 0 still has to be evaluated after the single negative label (see kPartitionSlack): the voxels
+// written with a value below 0.5 + kPartitionSlack (`near_tie`) and the negative voxels near a positive label.
+// Narrows `box` (the negative box) to their bounding box; false if there are none.
+template <class OutT>
+bool background_candidates(const Array3<OutT>& out, const AxisMap* const maps[3], const std::vector<LabelBox>& labels,
+                           const Range near_tie[3], Range box[3]) {
+  Range hull[3] = {near_tie[0], near_tie[1], near_tie[2]};
+  for (const LabelBox& lb : labels) {
+    if (!(lb.label > 0.0f)) continue;
+    Region near;
+    Range found[3];
+    if (label_region(maps, lb.bb, box, near, kPartitionReach) && negative_box(out, near.out, found))
+      extend_box(hull, found);
+  }
+  for (int a = 0; a < 3; ++a) {
+    box[a] = {std::max(box[a].lo, hull[a].lo), std::min(box[a].hi, hull[a].hi)};
+    if (box[a].empty()) return false;
+  }
+  return true;
 }
 
 // OutT: float32, or int8 for labels that fit it.
@@ -986,6 +1026,15 @@ void resize_segmentation_impl(const Array3<T>& seg, const Shape3& out_shape, int
 
   const std::vector<LabelBox> labels = find_labels(seg);
   const Range everywhere[3] = {{0, out_shape[0]}, {0, out_shape[1]}, {0, out_shape[2]}};
+  int64_t negatives = 0, positives = 0;
+  for (const LabelBox& lb : labels) {
+    if (lb.label < 0.0f) ++negatives;
+    if (lb.label > 0.0f) ++positives;
+  }
+  const bool shortcut = ::amosprep::resample_detail::background_shortcut() && negatives == 1 &&
+                        static_cast<double>(positives) * kPartitionTail < kPartitionSlack / 2;
+  Range near_tie[3] = {{out_shape[0], 0}, {out_shape[1], 0}, {out_shape[2], 0}};
+  std::mutex near_tie_mutex;
   bool any_negative = false;
   // Ascending order with overwriting = the largest label reaching 0.5 wins; 0 where none does. Label 0 itself
   // only matters where a negative label was written, so it is evaluated only there.
@@ -994,20 +1043,37 @@ void resize_segmentation_impl(const Array3<T>& seg, const Shape3& out_shape, int
     if (background && !any_negative) continue;
     Range restrict_out[3] = {everywhere[0], everywhere[1], everywhere[2]};
     if (background) {
-      if (!negative_box(out, restrict_out)) continue;
+      if (!negative_box(out, everywhere, restrict_out)) continue;
+      if (shortcut && !background_candidates(out, maps, labels, near_tie, restrict_out)) {
+        ::amosprep::resample_detail::count_background_skipped();
+        continue;
+      }
     }
     Region reg;
     if (!label_region(maps, lb.bb, restrict_out, reg)) continue;
     if (lb.label < 0.0f) any_negative = true;
+    const bool track_ties = shortcut && lb.label < 0.0f;
     Zoom<T, OneHot> zoom(seg, OneHot{lb.label}, maps, reg, false);
     const Range o2 = reg.out[2];
     const float label = lb.label;
     zoom.run(workspace(), [&](int64_t k0, int64_t k1, const double* line, double) {
       OutT* d = &out(k0, k1, 0);
+      int64_t tie_lo = o2.hi, tie_hi = o2.lo;
       for (int64_t k2 = o2.lo; k2 < o2.hi; ++k2) {
         double v = line[k2 - o2.lo];
         if (std::fabs(v - 0.5) < kLabelTieBand) v = zoom.exact(k0, k1, k2);
-        if (v >= 0.5 && (!background || d[k2] < OutT(0))) d[k2] = static_cast<OutT>(label);
+        if (v >= 0.5 && (!background || d[k2] < OutT(0))) {
+          d[k2] = static_cast<OutT>(label);
+          if (track_ties && v < 0.5 + kPartitionSlack) {
+            tie_lo = std::min(tie_lo, k2);
+            tie_hi = k2 + 1;
+          }
+        }
+      }
+      if (tie_lo < tie_hi) {
+        const Range row[3] = {{k0, k0 + 1}, {k1, k1 + 1}, {tie_lo, tie_hi}};
+        std::lock_guard<std::mutex> lock(near_tie_mutex);
+        extend_box(near_tie, row);
       }
     });
   }
@@ -1279,6 +1345,8 @@ std::vector<double> spline_filter_line(std::vector<double> line) {
 namespace {
 // Voxels of work below which another thread does not pay (barriers cost milliseconds on a loaded machine).
 int64_t g_parallel_grain = int64_t{1} << 19;
+bool g_background_shortcut = true;
+std::atomic<int64_t> g_background_skipped{0};
 }  // namespace
 
 #if defined(AMOSPREP_HAVE_ISA_V3)
@@ -1408,6 +1476,10 @@ Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int
 std::vector<double> spline_filter_line(std::vector<double> line) {
   return AMOSPREP_ISA_DISPATCH(resample_detail::spline_filter_line, std::move(line));
 }
+void set_background_shortcut(bool on) { g_background_shortcut = on; }
+bool background_shortcut() { return g_background_shortcut; }
+void count_background_skipped() { ++g_background_skipped; }
+int64_t background_passes_skipped() { return g_background_skipped.load(); }
 void set_parallel_grain(int64_t voxels) { g_parallel_grain = std::max<int64_t>(1, voxels); }
 int64_t parallel_grain() { return g_parallel_grain; }
 }  // namespace resample_detail

@@ -113,6 +113,13 @@ Array3<double> resize_f64(const Array3<double>& in, const Shape3& out_shape, int
 /// run small inputs on several threads. Not thread-safe: set it before resampling starts.
 void set_parallel_grain(int64_t voxels);
 int64_t parallel_grain();
+/// Label 0 after a single negative label is skipped where the labels' values summing to 1 decide it (default on).
+/// Tests switch it off to compare with the full evaluation. Not thread-safe, like set_parallel_grain.
+void set_background_shortcut(bool on);
+bool background_shortcut();
+/// How many label-0 passes the shortcut skipped entirely (process-wide count).
+void count_background_skipped();
+int64_t background_passes_skipped();
 /// scipy.ndimage.spline_filter1d(line, order=3, mode='nearest') on an unpadded line.
 std::vector<double> spline_filter_line(std::vector<double> line);
 }  // namespace resample_detail

@@ -953,3 +953,53 @@ TEST(ResampleShared, SecondStageReusesCoefficientsAndGivesTheSameBits) {
   resize_data(d, high, 3, again);
   EXPECT_EQ(0, std::memcmp(again.v.data(), want_neg.v.data(), again.v.size() * 4));
 }
+
+// Label 0 after the single negative label is skipped, or narrowed, where the labels' one-hot values summing to 1
+// decide it; the result must equal the full evaluation bit for bit: FOV corners (-1 outside a circle) with organs
+// far from and touching the circle, and a straight -1 edge sampled exactly between two voxels (halved: order 1
+// gives -1 and 0 both exactly 0.5 there, and 0 wins).
+TEST(ResampleBackground, ShortcutGivesTheFullEvaluationsLabels) {
+  const Shape3 in{20, 64, 64};
+  auto fov = [](int64_t edge_organ) {
+    return [=](int64_t z, int64_t y, int64_t x) {
+      const int64_t dy = y - 32, dx = x - 31;
+      const int64_t r2 = dy * dy + dx * dx;
+      float v = r2 > 30 * 30 ? -1.0f : 0.0f;
+      if (r2 < 9 * 9 && z > 3) v = 2.0f;
+      if (z == 10 && y == 30 && x >= 33 && x < 36) v = 1.0f;
+      if (edge_organ && r2 <= 30 * 30 && r2 > 26 * 26 && dy > 10 && z < 15) v = 3.0f;
+      return v;
+    };
+  };
+  const Array3<float> far_organs = make(in, fov(0)), edge_organ = make(in, fov(1));
+  const Array3<float> straight = make(in, [](int64_t z, int64_t y, int64_t x) {
+    return x < 17 ? -1.0f : (y > 40 && x > 40 && z > 2 ? 4.0f : 0.0f);
+  });
+  const int64_t skipped_before = resample_detail::background_passes_skipped();
+  int compared = 0;
+  for (const Array3<float>* seg : {&far_organs, &edge_organ, &straight}) {
+    for (const Shape3& out_shape : {Shape3{14, 43, 43}, Shape3{27, 85, 85}, Shape3{10, 32, 32}}) {
+      for (int order : {1, 3}) {
+        for (bool slices : {false, true}) {
+          const Shape3 s = slices ? Shape3{in[0], out_shape[1], out_shape[2]} : out_shape;
+          Array3<float> full, quick;
+          resample_detail::set_background_shortcut(false);
+          if (slices) resize_segmentation_slices(*seg, s, order, full);
+          else resize_segmentation(*seg, s, order, full);
+          resample_detail::set_background_shortcut(true);
+          if (slices) resize_segmentation_slices(*seg, s, order, quick);
+          else resize_segmentation(*seg, s, order, quick);
+          ASSERT_EQ(full.shape, quick.shape);
+          EXPECT_EQ(full.v, quick.v) << "seg " << (seg == &far_organs ? "far" : seg == &edge_organ ? "edge" : "straight")
+                                     << " -> " << s[0] << "x" << s[1] << "x" << s[2] << " order " << order
+                                     << (slices ? " slices" : "");
+          EXPECT_GT(counts(full)[-1.0f], 0);
+          ++compared;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(compared, 36);
+  // the far-organ FOV cases skip label 0 altogether (else this test would not exercise the shortcut)
+  EXPECT_GE(resample_detail::background_passes_skipped() - skipped_before, 4);
+}
