@@ -44,11 +44,12 @@ constexpr int64_t kCubicReach = 2;
 // Label 0 after the single negative label: the one-hot values of all labels sum to 1 (the spline reproduces
 // constants), so label 0 can reach 0.5 where the negative label was written only if the negative label's value is
 // below 0.5 + kPartitionSlack or a positive label's value is not negligible. Beyond kPartitionReach coefficients
-// (along one axis) from a label's box, its cubic one-hot value is below 170 * 0.268^21 < 2e-10 (prefilter impulse
-// response sqrt(3) * |z|^k, twice for mirror images, tail sums 4.73 |z|^d and 6 inside; nonnegative weights summing
-// to 1); order 1 reaches no further than its taps.
+// (along one axis) from a label's box, its cubic one-hot value is below 4.73 * 0.268^21 * 3 * 3 < 5e-11: per axis,
+// the prefilter's impulse response is h(k) = sqrt(3) |z|^|k|, every integer of the mirror extension is an image of
+// exactly one voxel, so a row sums |h| over all integers (3) or, for a box at distance >= d, over a two-sided tail
+// (4.73 |z|^d); the weights are nonnegative and sum to 1. Order 1 reaches no further than its taps.
 constexpr int64_t kPartitionReach = 20;
-constexpr double kPartitionTail = 2e-10;
+constexpr double kPartitionTail = 5e-11;
 constexpr double kPartitionSlack = 1e-6;
 constexpr int kTileLanes = 32;     // lines prefiltered together along axes 0 and 1
 constexpr int kRowLanes = 4;       // rows prefiltered together along axis 2
