@@ -630,17 +630,43 @@ class Zoom {
       state_[static_cast<size_t>(zs)] = 2;
       const Range ux = unp_[2], wx = reg_.win[2];
       const AxisMap& m2 = *m_[2];
+      // window positions whose source column is not clamped (the edge padding replicates the first / last column)
+      const int64_t in_lo = std::clamp<int64_t>(m2.pad, wx.lo, wx.hi);
+      const int64_t in_hi = std::clamp<int64_t>(m2.pad + m2.n_in, in_lo, wx.hi);
       for (int64_t ys0 = 0; ys0 < nyr.size(); ys0 += kRowLanes) {
         const int lanes = static_cast<int>(std::min<int64_t>(kRowLanes, nyr.size() - ys0));
+        if (lanes == kRowLanes) {  // interleave 4 rows: one 4-wide store per column
+          const double* r[kRowLanes];
+          for (int l = 0; l < kRowLanes; ++l) r[l] = coef_ + (zs * ny_ + ys0 + l) * nx_ - ux.lo;
+          auto put = [&](int64_t xp, int64_t col) {
+            double* t = tile + (xp - wx.lo) * kRowLanes;
+            t[0] = r[0][col];
+            t[1] = r[1][col];
+            t[2] = r[2][col];
+            t[3] = r[3][col];
+          };
+          for (int64_t xp = wx.lo; xp < in_lo; ++xp) put(xp, clamp_index(xp - m2.pad, m2.n_in));
+          for (int64_t xp = in_lo; xp < in_hi; ++xp) put(xp, xp - m2.pad);
+          for (int64_t xp = in_hi; xp < wx.hi; ++xp) put(xp, clamp_index(xp - m2.pad, m2.n_in));
+          prefilter_tile<kRowLanes>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
+          double* d[kRowLanes];
+          for (int l = 0; l < kRowLanes; ++l) d[l] = coef_ + (zs * ny_ + ys0 + l) * nx_ - nxr.lo;
+          for (int64_t xp = nxr.lo; xp < nxr.hi; ++xp) {
+            const double* t = tile + (xp - wx.lo) * kRowLanes;
+            d[0][xp] = t[0];
+            d[1][xp] = t[1];
+            d[2][xp] = t[2];
+            d[3][xp] = t[3];
+          }
+          for (int l = 0; l < kRowLanes; ++l) interpolate_row(d[l] + nxr.lo, ys0 + l, t1, row_max);
+          continue;
+        }
         for (int l = 0; l < lanes; ++l) {
           const double* s = coef_ + (zs * ny_ + ys0 + l) * nx_;
           for (int64_t xp = wx.lo; xp < wx.hi; ++xp)
             tile[(xp - wx.lo) * lanes + l] = s[clamp_index(xp - m2.pad, m2.n_in) - ux.lo];
         }
-        if (lanes == kRowLanes)
-          prefilter_tile<kRowLanes>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
-        else
-          prefilter_tile<0>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
+        prefilter_tile<0>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
         for (int l = 0; l < lanes; ++l) {
           double* d = coef_ + (zs * ny_ + ys0 + l) * nx_;
           for (int64_t xp = nxr.lo; xp < nxr.hi; ++xp) d[xp - nxr.lo] = tile[(xp - wx.lo) * lanes + l];
@@ -698,9 +724,17 @@ class Zoom {
       }
     }
     if (row_max) {
-      double largest = 0.0;  // a NaN coefficient makes the value NaN, which is evaluated exactly anyway
-      for (int64_t x = 0; x < reg_.need[2].size(); ++x) largest = std::max(largest, std::fabs(row[x]));
-      row_max[ys] = largest;
+      // a NaN coefficient makes the value NaN, which is evaluated exactly anyway; four running maxima vectorise
+      double m[4] = {0.0, 0.0, 0.0, 0.0};
+      const int64_t n = reg_.need[2].size();
+      int64_t x = 0;
+      for (; x + 4 <= n; x += 4)
+        for (int l = 0; l < 4; ++l) {
+          const double a = std::fabs(row[x + l]);
+          m[l] = m[l] < a ? a : m[l];
+        }
+      for (; x < n; ++x) m[0] = std::max(m[0], std::fabs(row[x]));
+      row_max[ys] = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
     }
   }
 
@@ -745,10 +779,19 @@ inline void finish_row(const ZoomT& zoom, int64_t k0, int64_t k1, const double* 
                        double chi, int64_t n, float* d) {
   auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
   const double tol = kDataGuard * bound;
+  // First every voxel's rounding of v - tol (vectorised), then scipy's evaluation where v + tol rounds otherwise.
+  bool uncertain = false;
   for (int64_t k2 = 0; k2 < n; ++k2) {
     const double v = line[k2] + 0.0;  // scipy's sum starts at +0.0, so it never yields -0.0
     const float r_lo = static_cast<float>(clip(v - tol)), r_hi = static_cast<float>(clip(v + tol));
-    d[k2] = r_lo == r_hi ? r_lo : static_cast<float>(clip(zoom.exact(k0, k1, k2)));
+    d[k2] = r_lo;
+    uncertain |= !(r_lo == r_hi);
+  }
+  if (!uncertain) return;
+  for (int64_t k2 = 0; k2 < n; ++k2) {
+    const double v = line[k2] + 0.0;
+    if (!(static_cast<float>(clip(v - tol)) == static_cast<float>(clip(v + tol))))
+      d[k2] = static_cast<float>(clip(zoom.exact(k0, k1, k2)));
   }
 }
 
