@@ -213,11 +213,18 @@ void mark_and_classify(const std::vector<Array3<TD>>& data, Array3<SegOut>& seg,
   // The filled mask restricted to the box equals a fill of the box alone with its border treated as outside:
   // every voxel outside the box is background, and all of it is connected to the array border.
   st.resize(static_cast<size_t>(n));
+  uint8_t* mark = st.data();
+  if (data.size() == 1) {  // the usual single CT channel: a vectorised compare
+    const TD* d = data[0].data();
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
-  for (int64_t i = 0; i < n; ++i) {
-    bool nonzero = false;
-    for (const Array3<TD>& ch : data) nonzero = nonzero || ch.v[static_cast<size_t>(i)] != TD(0);
-    st[static_cast<size_t>(i)] = nonzero ? kForeground : kBackground;
+    for (int64_t i = 0; i < n; ++i) mark[i] = d[i] != TD(0) ? kForeground : kBackground;
+  } else {
+#pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
+    for (int64_t i = 0; i < n; ++i) {
+      bool nonzero = false;
+      for (const Array3<TD>& ch : data) nonzero = nonzero || ch.v[static_cast<size_t>(i)] != TD(0);
+      mark[i] = nonzero ? kForeground : kBackground;
+    }
   }
   mark_outside(st, csh);
 
@@ -227,12 +234,31 @@ void mark_and_classify(const std::vector<Array3<TD>>& data, Array3<SegOut>& seg,
 #pragma omp parallel if (n > kParallelMinVoxels)
     {
       std::array<bool, 256> mine{};
+      constexpr int64_t kBlock = 32;
 #pragma omp for schedule(static) nowait
-      for (int64_t i = 0; i < n; ++i) {
-        int8_t v = s[i];
-        if (v == 0 && st[static_cast<size_t>(i)] == kOutside) v = -1;
-        mine[static_cast<uint8_t>(v)] = true;
-        s[i] = v < -1 ? int8_t{0} : v;
+      for (int64_t b = 0; b < n; b += kBlock) {
+        const int64_t e = std::min(n, b + kBlock);
+        // blocks of 0 labels all inside (stay 0) or all outside the filled mask (become -1): no per-voxel work
+        uint8_t stays_zero = 0, becomes_minus_one = 0;
+        for (int64_t i = b; i < e; ++i) {
+          stays_zero |= static_cast<uint8_t>(s[i]) | static_cast<uint8_t>(mark[i] == kOutside);
+          becomes_minus_one |= static_cast<uint8_t>(s[i]) | static_cast<uint8_t>(mark[i] != kOutside);
+        }
+        if (stays_zero == 0) {
+          mine[0] = true;
+          continue;
+        }
+        if (becomes_minus_one == 0) {
+          std::memset(s + b, -1, static_cast<size_t>(e - b));
+          mine[static_cast<uint8_t>(int8_t{-1})] = true;
+          continue;
+        }
+        for (int64_t i = b; i < e; ++i) {
+          int8_t v = s[i];
+          if (v == 0 && mark[i] == kOutside) v = -1;
+          mine[static_cast<uint8_t>(v)] = true;
+          s[i] = v < -1 ? int8_t{0} : v;
+        }
       }
 #pragma omp critical(amosprep_crop_seen)
       for (size_t k = 0; k < 256; ++k) seen[k] = seen[k] || mine[k];
@@ -243,7 +269,7 @@ void mark_and_classify(const std::vector<Array3<TD>>& data, Array3<SegOut>& seg,
   } else {
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
     for (int64_t i = 0; i < n; ++i)
-      if (s[i] == SegOut(0) && st[static_cast<size_t>(i)] == kOutside) s[i] = SegOut(-1);
+      if (s[i] == SegOut(0) && mark[i] == kOutside) s[i] = SegOut(-1);
 
     classes = sorted_unique(seg);
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
