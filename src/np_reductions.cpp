@@ -101,6 +101,39 @@ PercentileRanks percentile_ranks(int64_t n, double q) {
   return r;
 }
 
+bool g_counting_selection = true;
+
+// The values at `ranks` (ascending) of a sample of integers in [mn, mx] by counting them: the same values a
+// selection finds. False (nothing done) when some value is not an integer, is -0.0 or NaN, or the range is too
+// wide for a count table.
+bool ranks_by_counting(const std::vector<float>& v, float mn, float mx, const std::vector<int64_t>& ranks,
+                       std::vector<float>& values) {
+  const int64_t n = static_cast<int64_t>(v.size());
+  constexpr float kExactInt = 16777216.0f;  // 2^24: every integer up to here is a float
+  if (!(mn >= -kExactInt && mx <= kExactInt) || n >= (int64_t{1} << 32)) return false;
+  const int64_t base = static_cast<int64_t>(mn), range = static_cast<int64_t>(mx) - base + 1;
+  if (static_cast<float>(base) != mn || range > std::max<int64_t>(int64_t{1} << 16, n)) return false;
+  std::vector<uint32_t> count(static_cast<size_t>(range), 0);
+  bool integral = true;
+  for (int64_t j = 0; j < n; ++j) {
+    const float x = v[static_cast<size_t>(j)];
+    const bool inside = x >= mn && x <= mx;  // false for NaN
+    const float xc = inside ? x : mn;
+    const int64_t i = static_cast<int64_t>(xc);
+    integral &= inside & (static_cast<float>(i) == xc) & !(xc == 0.0f && std::signbit(xc));
+    ++count[static_cast<size_t>(i - base)];
+  }
+  if (!integral) return false;
+  values.resize(ranks.size());
+  int64_t below = 0;  // sample values in the bins before `b`
+  size_t r = 0;
+  for (int64_t b = 0; b < range && r < ranks.size(); ++b) {
+    below += count[static_cast<size_t>(b)];
+    while (r < ranks.size() && ranks[r] < below) values[r++] = static_cast<float>(base + b);
+  }
+  return r == ranks.size();
+}
+
 // numpy's _lerp: the difference is taken in the array dtype, the interpolation in float64.
 template <class T>
 double lerp_percentile(T lo_value, T hi_value, double gamma) {
@@ -197,13 +230,24 @@ IntensityStats compute_intensity_stats(std::vector<float>&& sample) {
   std::vector<int64_t> ranks = {p_lo.lo, p_lo.hi, med_lo, med_hi, p_hi.lo, p_hi.hi};
   std::sort(ranks.begin(), ranks.end());
   ranks.erase(std::unique(ranks.begin(), ranks.end()), ranks.end());
-  select_ranks(sample, 0, n, ranks.data(), ranks.size());
-  auto at = [&](int64_t k) { return sample[static_cast<size_t>(k)]; };
+  std::vector<float> values;
+  if (!(g_counting_selection && ranks_by_counting(sample, s.mn, s.mx, ranks, values))) {
+    select_ranks(sample, 0, n, ranks.data(), ranks.size());
+    for (int64_t k : ranks) values.push_back(sample[static_cast<size_t>(k)]);
+  }
+  auto at = [&](int64_t k) {
+    return values[static_cast<size_t>(std::lower_bound(ranks.begin(), ranks.end(), k) - ranks.begin())];
+  };
 
   s.median = (n % 2 == 1) ? at(med_lo) : (at(med_lo) + at(med_hi)) / 2.0f;
   s.percentile_99_5 = lerp_percentile(at(p_hi.lo), at(p_hi.hi), p_hi.gamma);
   s.percentile_00_5 = lerp_percentile(at(p_lo.lo), at(p_lo.hi), p_lo.gamma);
   return s;
 }
+
+namespace np_reductions_detail {
+void set_counting_selection(bool on) { g_counting_selection = on; }
+bool counting_selection() { return g_counting_selection; }
+}  // namespace np_reductions_detail
 
 }  // namespace amosprep

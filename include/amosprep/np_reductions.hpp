@@ -33,4 +33,11 @@ IntensityStats compute_intensity_stats(const std::vector<float>& sample);
 /// The same, reordering `sample` in place instead of a copy.
 IntensityStats compute_intensity_stats(std::vector<float>&& sample);
 
+namespace np_reductions_detail {
+/// Order statistics of integral samples in a narrow range (CT values) by counting instead of selection (default
+/// on; the values are the same). Tests switch it off to compare. Not thread-safe: set it before computing.
+void set_counting_selection(bool on);
+bool counting_selection();
+}  // namespace np_reductions_detail
+
 }  // namespace amosprep

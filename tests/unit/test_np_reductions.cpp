@@ -244,3 +244,66 @@ TEST(NpReductions, LocalStatisticsFromTheRanksEqualTheMergedOnes) {
   with[0].local_stats[0].mean = 42.0f;
   EXPECT_EQ(merge_fingerprint(with, {1, 2}, {"CT"}).local_stats[0][2].mean, 42.0f);
 }
+
+// Integral samples in a narrow range (CT values) get their order statistics by counting: the same statistics as
+// the selection, for odd and even sizes, duplicates, outliers across the int16 range, and samples that must fall
+// back (fractions, -0.0, NaN, a range wider than the count table).
+TEST(NpReductions, CountingSelectionEqualsSelection) {
+  auto stats_both = [](const std::vector<float>& v) {
+    np_reductions_detail::set_counting_selection(false);
+    const IntensityStats a = compute_intensity_stats(v);
+    np_reductions_detail::set_counting_selection(true);
+    const IntensityStats b = compute_intensity_stats(v);
+    return std::make_pair(a, b);
+  };
+  auto bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+  };
+  auto bits64 = [](double f) {
+    uint64_t u;
+    std::memcpy(&u, &f, 8);
+    return u;
+  };
+  std::vector<std::vector<float>> samples;
+  for (size_t n : {1u, 2u, 3u, 10u, 201u, 1000u, 65537u, 200000u}) {
+    std::vector<float> ct(n), wide(n), narrow(n);
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t r = mix(static_cast<uint32_t>(i), static_cast<uint32_t>(n));
+      ct[i] = static_cast<float>(static_cast<int>(r % 1400) - 1000);                     // soft tissue and air
+      wide[i] = static_cast<float>(static_cast<int>(r % 65536) - 32768);                // the whole int16 range
+      narrow[i] = static_cast<float>(static_cast<int>(r % 7) + (r % 101 == 0 ? 3000 : 40));  // many ties, outliers
+    }
+    samples.push_back(ct);
+    samples.push_back(wide);
+    samples.push_back(narrow);
+  }
+  std::vector<float> frac = samples[6];
+  frac[5] = 12.5f;
+  std::vector<float> negzero = samples[6];
+  negzero[3] = -0.0f;
+  negzero[4] = 0.0f;
+  std::vector<float> huge = samples[6];
+  huge[0] = 1.0e7f;  // range far wider than the sample
+  samples.push_back(frac);
+  samples.push_back(negzero);
+  samples.push_back(huge);
+  for (size_t k = 0; k < samples.size(); ++k) {
+    const auto [a, b] = stats_both(samples[k]);
+    EXPECT_EQ(bits(a.median), bits(b.median)) << k;
+    EXPECT_EQ(bits(a.mn), bits(b.mn)) << k;
+    EXPECT_EQ(bits(a.mx), bits(b.mx)) << k;
+    EXPECT_EQ(bits(a.mean), bits(b.mean)) << k;
+    EXPECT_EQ(bits(a.sd), bits(b.sd)) << k;
+    EXPECT_EQ(bits64(a.percentile_99_5), bits64(b.percentile_99_5)) << k;
+    EXPECT_EQ(bits64(a.percentile_00_5), bits64(b.percentile_00_5)) << k;
+  }
+  // a known case: 0..9 -> median 4.5, 0.5th percentile 0.045, 99.5th 8.955
+  std::vector<float> ten;
+  for (int i = 9; i >= 0; --i) ten.push_back(static_cast<float>(i));
+  const IntensityStats t = compute_intensity_stats(ten);
+  EXPECT_EQ(t.median, 4.5f);
+  EXPECT_DOUBLE_EQ(t.percentile_00_5, 0.045);
+  EXPECT_DOUBLE_EQ(t.percentile_99_5, 8.955);
+}
