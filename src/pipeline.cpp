@@ -942,8 +942,7 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
     ScopedPhase t(times_, "resample", &case_log_entry_);
     if (int8_seg) {
       resample_seg_mapped(crop.seg8(), meta.geom.spacing, sp.current_spacing, rs, seg8_out);
-      for (auto& x : seg8_out.planes.v)
-        if (x < -1) x = 0;
+      for (auto& x : seg8_out.planes.v) x = x < -1 ? int8_t{0} : x;  // unconditional store: vectorised
       return;
     }
     std::vector<SliceMappedVolume> no_data;
@@ -953,8 +952,7 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
     else
       resample_patient_mapped(std::vector<Array3<float>>(), crop.full().seg, meta.geom.spacing, sp.current_spacing,
                               rs, no_data, seg_out);
-    for (auto& x : seg_out.planes.v)
-      if (x < -1.0f) x = 0.0f;
+    for (auto& x : seg_out.planes.v) x = x < -1.0f ? 0.0f : x;
     if (mask_needed) full_volume(seg_out);
   };
   if (mask_needed) resample_seg();
