@@ -511,14 +511,18 @@ class Zoom {
     k.elem = sizeof(T);
     const auto* b = reinterpret_cast<const unsigned char*>(src_.data());
     const size_t n = src_.size() * sizeof(T);
-    uint64_t h = 0x243F6A8885A308D3ull ^ n;
+    // four independent chains over interleaved words (one chain is latency-bound), then combined
+    uint64_t lane[4] = {0x243F6A8885A308D3ull ^ n, 0x13198A2E03707344ull, 0xA4093822299F31D0ull, 0x082EFA98EC4E6C89ull};
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-      uint64_t w;
-      std::memcpy(&w, b + i, 8);
-      h = (h ^ w) * 0x9E3779B97F4A7C15ull;
-      h ^= h >> 29;
-    }
+    for (; i + 32 <= n; i += 32)
+      for (int l = 0; l < 4; ++l) {
+        uint64_t w;
+        std::memcpy(&w, b + i + 8 * l, 8);
+        lane[l] = (lane[l] ^ w) * 0x9E3779B97F4A7C15ull;
+        lane[l] ^= lane[l] >> 29;
+      }
+    uint64_t h = lane[0];
+    for (int l = 1; l < 4; ++l) h = (h ^ lane[l]) * 0x9E3779B97F4A7C15ull;
     for (; i < n; ++i) h = (h ^ b[i]) * 0x100000001B3ull;
     k.hash = h;
     for (int a = 0; a < 3; ++a) {
@@ -855,9 +859,18 @@ void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, b
       const T* p = in.data() + b * per;
       const int64_t s = c * chunk_len, e = std::min(per, s + chunk_len);
       float mn = std::numeric_limits<float>::infinity(), mx = -mn;
-      for (int64_t i = s; i < e; ++i) {
-        mn = std::min(mn, static_cast<float>(p[i]));
-        mx = std::max(mx, static_cast<float>(p[i]));
+      if constexpr (std::is_integral_v<T>) {  // integer min / max vectorise; the float of the extremes is the same
+        T imn = std::numeric_limits<T>::max(), imx = std::numeric_limits<T>::lowest();
+        for (int64_t i = s; i < e; ++i) {
+          imn = p[i] < imn ? p[i] : imn;
+          imx = p[i] > imx ? p[i] : imx;
+        }
+        if (e > s) mn = static_cast<float>(imn), mx = static_cast<float>(imx);
+      } else {
+        for (int64_t i = s; i < e; ++i) {
+          mn = std::min(mn, static_cast<float>(p[i]));
+          mx = std::max(mx, static_cast<float>(p[i]));
+        }
       }
       cmin[static_cast<size_t>(j)] = mn;
       cmax[static_cast<size_t>(j)] = mx;
