@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <limits>
 
 #include "amosprep/error.hpp"
@@ -45,7 +47,21 @@ std::vector<float> every_tenth_foreground(const Array3<TC>& channel, const Array
   const size_t n = channel.size();
   const TC* c = channel.data();
   const TS* s = seg.data();
-  for (size_t i = 0; i < n; ++i) {
+  size_t i = 0;
+  if constexpr (std::is_same_v<TS, int8_t>) {  // skip 8 labels at a time where none is positive
+    constexpr uint64_t kLow7 = 0x7F7F7F7F7F7F7F7Full, kHigh = 0x8080808080808080ull;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, s + i, 8);
+      if ((((w & kLow7) + kLow7) & ~w & kHigh) == 0) continue;  // no byte with sign bit clear and not zero
+      for (size_t j = i; j < i + 8; ++j)
+        if (s[j] > TS(0)) {
+          if (rank_in_foreground % 10 == 0) out.push_back(static_cast<float>(c[j]));
+          ++rank_in_foreground;
+        }
+    }
+  }
+  for (; i < n; ++i) {
     if (s[i] > TS(0)) {
       if (rank_in_foreground % 10 == 0) out.push_back(static_cast<float>(c[i]));
       ++rank_in_foreground;
