@@ -307,3 +307,25 @@ TEST(NpReductions, CountingSelectionEqualsSelection) {
   EXPECT_DOUBLE_EQ(t.percentile_00_5, 0.045);
   EXPECT_DOUBLE_EQ(t.percentile_99_5, 8.955);
 }
+
+// The int8 foreground sample (skipping words without a positive label) picks the same voxels as the generic one.
+TEST(NpReductions, Int8ForegroundSampleEqualsTheGenericOne) {
+  for (const Shape3 s : {Shape3{3, 5, 7}, Shape3{4, 16, 33}, Shape3{2, 64, 64}}) {
+    Array3<int16_t> ch16(s);
+    Array3<int8_t> seg8(s);
+    Array3<float> chf(s), segf(s);
+    for (size_t i = 0; i < ch16.v.size(); ++i) {
+      const uint32_t r = mix(static_cast<uint32_t>(i), 77);
+      ch16.v[i] = static_cast<int16_t>(static_cast<int>(r % 4000) - 1024);
+      // long background runs, -1 runs, and isolated or clustered organ voxels
+      const uint32_t zone = (static_cast<uint32_t>(i) / 37) % 5;
+      seg8.v[i] = static_cast<int8_t>(zone == 0 ? -1 : zone == 3 ? static_cast<int>(r % 3) : (r % 29 == 0 ? 5 : 0));
+      if (r % 97 == 0) seg8.v[i] = 127;
+      chf.v[i] = ch16.v[i];
+      segf.v[i] = seg8.v[i];
+    }
+    const std::vector<float> got = foreground_sample(ch16, seg8), want = foreground_sample(chf, segf);
+    EXPECT_FALSE(want.empty());
+    EXPECT_EQ(got, want) << s[0] << "x" << s[1] << "x" << s[2];
+  }
+}
