@@ -283,10 +283,13 @@ void mark_and_classify(const std::vector<Array3<TD>>& data, Array3<SegOut>& seg,
 CompactCrop crop_to_nonzero(std::vector<Array3<int16_t>>&& channels, Array3<int8_t>&& seg,
                             std::vector<uint8_t>& scratch) {
   check_shapes(channels, &seg.shape);
-  for (int8_t v : seg.v)
-    if (v < 0)
-      throw InputError("", "", "label value " + std::to_string(static_cast<uint8_t>(v)) +
-                                   " does not fit the compact crop");
+  uint8_t sign_bits = 0;  // an OR over all labels vectorises; the offending value is looked up only on error
+  for (int8_t v : seg.v) sign_bits |= static_cast<uint8_t>(v);
+  if (sign_bits & 0x80u)
+    for (int8_t v : seg.v)
+      if (v < 0)
+        throw InputError("", "", "label value " + std::to_string(static_cast<uint8_t>(v)) +
+                                     " does not fit the compact crop");
   CompactCrop r;
   r.size_after_cropping = find_bbox(channels, r.bbox);
   r.data = std::move(channels);

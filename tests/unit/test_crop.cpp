@@ -276,6 +276,15 @@ TEST(Crop, CompactCropEqualsTheFloatCrop) {
   EXPECT_GT(marked, 0) << "the case should exercise the -1 marking";
   seg8.v[17] = 200;
   EXPECT_THROW(crop_to_nonzero(std::vector<Array3<int16_t>>{img16}, seg8), InputError);
+  Array3<int8_t> negative(img16.shape, int8_t{0});  // the int8 entry point checks the same (a uint8 label > 127)
+  negative.v[negative.v.size() - 3] = -56;
+  std::vector<uint8_t> scratch;
+  try {
+    crop_to_nonzero(std::vector<Array3<int16_t>>{img16}, std::move(negative), scratch);
+    ADD_FAILURE() << "a negative int8 label must not be cropped";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("label value 200"), std::string::npos) << e.what();
+  }
 }
 
 // The in-place crop (the input's storage becomes the crop's) gives the float crop's values both when the box is
