@@ -641,28 +641,28 @@ class Zoom {
         const int lanes = static_cast<int>(std::min<int64_t>(kRowLanes, nyr.size() - ys0));
         if (lanes == kRowLanes) {  // interleave 4 rows: one 4-wide store per column
           const double* r[kRowLanes];
-          for (int l = 0; l < kRowLanes; ++l) r[l] = coef_ + (zs * ny_ + ys0 + l) * nx_ - ux.lo;
-          auto put = [&](int64_t xp, int64_t col) {
+          for (int l = 0; l < kRowLanes; ++l) r[l] = coef_ + (zs * ny_ + ys0 + l) * nx_;
+          auto put = [&](int64_t xp, int64_t col) {  // col: source column relative to ux.lo
             double* t = tile + (xp - wx.lo) * kRowLanes;
             t[0] = r[0][col];
             t[1] = r[1][col];
             t[2] = r[2][col];
             t[3] = r[3][col];
           };
-          for (int64_t xp = wx.lo; xp < in_lo; ++xp) put(xp, clamp_index(xp - m2.pad, m2.n_in));
-          for (int64_t xp = in_lo; xp < in_hi; ++xp) put(xp, xp - m2.pad);
-          for (int64_t xp = in_hi; xp < wx.hi; ++xp) put(xp, clamp_index(xp - m2.pad, m2.n_in));
+          for (int64_t xp = wx.lo; xp < in_lo; ++xp) put(xp, clamp_index(xp - m2.pad, m2.n_in) - ux.lo);
+          for (int64_t xp = in_lo; xp < in_hi; ++xp) put(xp, xp - m2.pad - ux.lo);
+          for (int64_t xp = in_hi; xp < wx.hi; ++xp) put(xp, clamp_index(xp - m2.pad, m2.n_in) - ux.lo);
           prefilter_tile<kRowLanes>(tile, wx.size(), lanes, m2.n_src, wx.lo == 0, wx.hi == m2.n_src);
           double* d[kRowLanes];
-          for (int l = 0; l < kRowLanes; ++l) d[l] = coef_ + (zs * ny_ + ys0 + l) * nx_ - nxr.lo;
-          for (int64_t xp = nxr.lo; xp < nxr.hi; ++xp) {
-            const double* t = tile + (xp - wx.lo) * kRowLanes;
-            d[0][xp] = t[0];
-            d[1][xp] = t[1];
-            d[2][xp] = t[2];
-            d[3][xp] = t[3];
+          for (int l = 0; l < kRowLanes; ++l) d[l] = coef_ + (zs * ny_ + ys0 + l) * nx_;
+          const double* t = tile + (nxr.lo - wx.lo) * kRowLanes;
+          for (int64_t x = 0; x < nxr.size(); ++x, t += kRowLanes) {
+            d[0][x] = t[0];
+            d[1][x] = t[1];
+            d[2][x] = t[2];
+            d[3][x] = t[3];
           }
-          for (int l = 0; l < kRowLanes; ++l) interpolate_row(d[l] + nxr.lo, ys0 + l, t1, row_max);
+          for (int l = 0; l < kRowLanes; ++l) interpolate_row(d[l], ys0 + l, t1, row_max);
           continue;
         }
         for (int l = 0; l < lanes; ++l) {
