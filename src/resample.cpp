@@ -662,9 +662,7 @@ class Zoom {
             d[2][x] = t[2];
             d[3][x] = t[3];
           }
-          if (m2.taps == 4) interpolate_rows4(tile + (nxr.lo - wx.lo) * kRowLanes, ys0, t1, row_max);
-          else
-            for (int l = 0; l < kRowLanes; ++l) interpolate_row(d[l], ys0 + l, t1, row_max);
+          interpolate_rows4(tile + (nxr.lo - wx.lo) * kRowLanes, ys0, t1, row_max);  // prefiltered: cubic, 4 taps
           continue;
         }
         for (int l = 0; l < lanes; ++l) {
@@ -706,6 +704,17 @@ class Zoom {
     }
   }
 
+  // m[l] = the largest |p[g * kRowLanes + l]| over groups g (lanes are independent, so this vectorises). NaN is
+  // ignored: a NaN coefficient makes the value NaN, which is evaluated exactly anyway.
+  static void lane_abs_maxima(const double* p, int64_t groups, double* m) {
+    for (int l = 0; l < kRowLanes; ++l) m[l] = 0.0;
+    for (int64_t g = 0; g < groups; ++g)
+      for (int l = 0; l < kRowLanes; ++l) {
+        const double a = std::fabs(p[g * kRowLanes + l]);
+        m[l] = m[l] < a ? a : m[l];
+      }
+  }
+
   // interpolate_row for 4 cubic rows at once, read interleaved (row l's x is rows[(x - need[2].lo) * 4 + l]): the
   // same sums per row, one 4-wide operation per tap.
   void interpolate_rows4(const double* rows, int64_t ys0, double* t1, double* row_max) const {
@@ -725,16 +734,7 @@ class Zoom {
       for (int l = 0; l < kRowLanes; ++l) v[l] = ((w[0] * a[l] + w[1] * b[l]) + w[2] * c[l]) + w[3] * e[l];
       for (int l = 0; l < kRowLanes; ++l) d[l][k - o2.lo] = v[l];
     }
-    if (row_max) {
-      double m[kRowLanes] = {0.0, 0.0, 0.0, 0.0};
-      const int64_t n = reg_.need[2].size();
-      for (int64_t x = 0; x < n; ++x)
-        for (int l = 0; l < kRowLanes; ++l) {
-          const double av = std::fabs(rows[x * kRowLanes + l]);
-          m[l] = m[l] < av ? av : m[l];
-        }
-      for (int l = 0; l < kRowLanes; ++l) row_max[ys0 + l] = m[l];
-    }
+    if (row_max) lane_abs_maxima(rows, reg_.need[2].size(), row_max + ys0);
   }
 
   // Axis-2 interpolation of one source row (row[x - need[2].lo]) into row ys of the slab buffer; with row_max,
@@ -760,18 +760,12 @@ class Zoom {
         d[k - o2.lo] = acc;
       }
     }
-    if (row_max) {
-      // a NaN coefficient makes the value NaN, which is evaluated exactly anyway; four running maxima vectorise
-      double m[4] = {0.0, 0.0, 0.0, 0.0};
-      const int64_t n = reg_.need[2].size();
-      int64_t x = 0;
-      for (; x + 4 <= n; x += 4)
-        for (int l = 0; l < 4; ++l) {
-          const double a = std::fabs(row[x + l]);
-          m[l] = m[l] < a ? a : m[l];
-        }
-      for (; x < n; ++x) m[0] = std::max(m[0], std::fabs(row[x]));
-      row_max[ys] = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+    if (row_max) {  // the row as groups of kRowLanes values, then the rest
+      const int64_t n = reg_.need[2].size(), whole = n / kRowLanes * kRowLanes;
+      double m[kRowLanes];
+      lane_abs_maxima(row, whole / kRowLanes, m);
+      for (int64_t x = whole; x < n; ++x) m[0] = std::max(m[0], std::fabs(row[x]));
+      row_max[ys] = *std::max_element(m, m + kRowLanes);
     }
   }
 
