@@ -368,9 +368,9 @@ class Zoom {
   // is the separable value, bound (-1 without want_bound) an upper bound of every voxel's sum of |coefficient| *
   // |weights| in that row. The sink runs inside the OpenMP team (distinct rows on distinct threads).
   //
-  // Order 3: the coefficients are prefiltered along axes 0 and 1 for the whole region first. Then batches of z
-  // slabs are streamed: each slab's rows are prefiltered along axis 2 and interpolated along axes 2 and 1 into a
-  // ring of slabs, and every output plane whose axis-0 taps are complete is emitted.
+  // Order 3: the coefficients are prefiltered along axis 0 for the whole region first. Then batches of z slabs are
+  // streamed: each slab is prefiltered along axes 1 and 2 and interpolated along axes 2 and 1 into a ring of slabs,
+  // and every output plane whose axis-0 taps are complete is emitted.
   // The most output planes one batch of slabs completes (sizes the window of a streamed zoom).
   int64_t max_planes_per_batch() const {
     const AxisMap& m0 = *m_[0];
@@ -409,8 +409,8 @@ class Zoom {
         fill_and_prefilter_axis0();
         state_.assign(static_cast<size_t>(nz), 0);
       }
-      if (m_[1]->prefilter) prefilter_axis1();  // else (inactive axis 1) stage 1 already used the final rows
-      else std::fill(state_.begin(), state_.end(), uint8_t{1});
+      // an inactive axis 1 keeps the rows of stage 1; else compute_slab prefilters each slab along axis 1 first
+      if (!m_[1]->prefilter) std::fill(state_.begin(), state_.end(), uint8_t{1});
       run_slabs(ws, sink, after_batch);
       if (share_) {
         ws.coef_key = key;
@@ -439,7 +439,8 @@ class Zoom {
       Scratch& sc = scratch();
       const size_t t1n = static_cast<size_t>(reg_.need[1].size() * r2_);
       if (sc.t1.size() < t1n) sc.t1.resize(t1n);
-      const size_t tile_n = static_cast<size_t>(prefiltered_ ? reg_.win[2].size() * kRowLanes : reg_.need[2].size());
+      size_t tile_n = static_cast<size_t>(prefiltered_ ? reg_.win[2].size() * kRowLanes : reg_.need[2].size());
+      if (prefiltered_ && m_[1]->prefilter) tile_n = std::max(tile_n, static_cast<size_t>(reg_.win[1].size() * kTileLanes));
       if (sc.tile.size() < tile_n) sc.tile.resize(tile_n);
       if (sc.line.size() < static_cast<size_t>(r2_)) sc.line.resize(static_cast<size_t>(r2_));
       int64_t next = o0.lo;  // first output plane not emitted yet (same value on every thread)
@@ -581,37 +582,27 @@ class Zoom {
     }
   }
 
-  // Stage 2: prefilter along axis 1 (lines over the y window, rows replicated by clamping), in place.
-  void prefilter_axis1() {
+  // Stage 2, one slab: prefilter along axis 1 (lines over the y window, rows replicated by clamping), in place.
+  // Done just before the slab's axis-2 pass, so the slab is still in cache for it.
+  // tile: room for wy.size() * kTileLanes values.
+  void prefilter_axis1(int64_t zs, double* tile) {
     const Range uy = unp_[1], ux = unp_[2], wy = reg_.win[1], nyr = reg_.need[1];
     const AxisMap& m1 = *m_[1];
-    const int64_t nz = reg_.need[0].size();
     const int64_t nxb = (ux.size() + kTileLanes - 1) / kTileLanes;
-#pragma omp parallel num_threads(threads_)
-    {
-      std::vector<double>& tile = scratch().tile;
-      if (tile.size() < static_cast<size_t>(wy.size() * kTileLanes))
-        tile.resize(static_cast<size_t>(wy.size() * kTileLanes));
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t zs = 0; zs < nz; ++zs) {
-        if (!used_[static_cast<size_t>(zs)] || state_[static_cast<size_t>(zs)] >= 1) continue;
-        state_[static_cast<size_t>(zs)] = 1;
-        for (int64_t xb = 0; xb < nxb; ++xb) {
-          const int64_t xs = xb * kTileLanes;
-          const int lanes = static_cast<int>(std::min<int64_t>(kTileLanes, ux.size() - xs));
-          double* c = tile.data();
-          for (int64_t yp = wy.lo; yp < wy.hi; ++yp) {
-            const double* s = coef_ + (zs * ny_ + (clamp_index(yp - m1.pad, m1.n_in) - uy.lo)) * nx_ + xs;
-            double* d = c + (yp - wy.lo) * lanes;
-            for (int l = 0; l < lanes; ++l) d[l] = s[l];
-          }
-          prefilter_tile<0>(c, wy.size(), lanes, m1.n_src, wy.lo == 0, wy.hi == m1.n_src);
-          for (int64_t yp = nyr.lo; yp < nyr.hi; ++yp) {
-            const double* s = c + (yp - wy.lo) * lanes;
-            double* d = coef_ + (zs * ny_ + (yp - nyr.lo)) * nx_ + xs;
-            for (int l = 0; l < lanes; ++l) d[l] = s[l];
-          }
-        }
+    for (int64_t xb = 0; xb < nxb; ++xb) {
+      const int64_t xs = xb * kTileLanes;
+      const int lanes = static_cast<int>(std::min<int64_t>(kTileLanes, ux.size() - xs));
+      double* c = tile;
+      for (int64_t yp = wy.lo; yp < wy.hi; ++yp) {
+        const double* s = coef_ + (zs * ny_ + (clamp_index(yp - m1.pad, m1.n_in) - uy.lo)) * nx_ + xs;
+        double* d = c + (yp - wy.lo) * lanes;
+        for (int l = 0; l < lanes; ++l) d[l] = s[l];
+      }
+      prefilter_tile<0>(c, wy.size(), lanes, m1.n_src, wy.lo == 0, wy.hi == m1.n_src);
+      for (int64_t yp = nyr.lo; yp < nyr.hi; ++yp) {
+        const double* s = c + (yp - wy.lo) * lanes;
+        double* d = coef_ + (zs * ny_ + (yp - nyr.lo)) * nx_ + xs;
+        for (int l = 0; l < lanes; ++l) d[l] = s[l];
       }
     }
   }
@@ -631,6 +622,7 @@ class Zoom {
     } else if (state_[static_cast<size_t>(zs)] == 2) {  // prefiltered along every axis by an earlier zoom
       for (int64_t ys = 0; ys < nyr.size(); ++ys) interpolate_row(coef_ + (zs * ny_ + ys) * nx_, ys, t1, row_max);
     } else {
+      if (state_[static_cast<size_t>(zs)] == 0) prefilter_axis1(zs, tile);
       state_[static_cast<size_t>(zs)] = 2;
       const Range ux = unp_[2], wx = reg_.win[2];
       const AxisMap& m2 = *m_[2];
@@ -811,7 +803,7 @@ inline void finish_row(const ZoomT& zoom, int64_t k0, int64_t k1, const double* 
   auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
   const double tol = kDataGuard * bound;
   // First every voxel's rounding of v - tol (vectorised), then scipy's evaluation where v + tol rounds otherwise.
-  bool uncertain = false;
+  int uncertain = 0;  // an int: GCC 12 does not vectorise an |= reduction into a bool
   for (int64_t k2 = 0; k2 < n; ++k2) {
     const double v = line[k2] + 0.0;  // scipy's sum starts at +0.0, so it never yields -0.0
     const float r_lo = static_cast<float>(clip(v - tol)), r_hi = static_cast<float>(clip(v + tol));
