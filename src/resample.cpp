@@ -69,7 +69,9 @@ struct Range {
 
 inline int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
-// Uninitialised, reusable storage: pages are first touched by the (parallel) stage that fills them.
+// Uninitialised, reusable storage: pages are first touched by the (parallel) stage that fills them. It grows to
+// twice what is asked: only touched pages become resident, and a later, slightly larger case then reuses the
+// pages already touched instead of first-touching a whole new buffer (~0.5 CPU s/GiB on our VMs).
 template <class T>
 struct RawBuffer {
   struct Free {
@@ -80,8 +82,13 @@ struct RawBuffer {
   T* get(size_t need) {
     if (need > n) {
       p.reset();
-      const size_t bytes = (need * sizeof(T) + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+      auto whole_pages = [](size_t b) { return (b + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes; };
+      size_t bytes = whole_pages(2 * need * sizeof(T));
       T* raw = static_cast<T*>(std::aligned_alloc(kHugePageBytes, bytes));
+      if (!raw) {  // no room for the headroom (e.g. an address-space limit): exactly what is needed
+        bytes = whole_pages(need * sizeof(T));
+        raw = static_cast<T*>(std::aligned_alloc(kHugePageBytes, bytes));
+      }
       if (!raw) throw std::bad_alloc();
       advise_huge_pages(raw, bytes);
       p.reset(raw);
