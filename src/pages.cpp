@@ -4,6 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -52,9 +53,19 @@ PageChoice choose_page_size(size_t probe_bytes) {
   // Only 4 KiB pages are probed: a short probe of huge pages gets the kernel's recently freed blocks, which are
   // cheap where later ones are not (2.1 s/GiB past the first ~100 MiB on one VM kind), so it cannot predict them.
   // Huge pages pay off where 4 KiB faults are expensive (3.1 s/GiB on another VM kind, huge pages 1.5-2.4).
-  c.cpu_s_per_gib_small = small_page_first_touch(probe_bytes);
-  c.huge = c.cpu_s_per_gib_small >= kExpensiveSmallPages;
+  int reading = 0;
+  return decide_page_size([&] { return small_page_first_touch(reading++ == 0 ? probe_bytes : probe_bytes / 2); });
+}
+
+PageChoice decide_page_size(const std::function<double()>& probe, int readings) {
+  PageChoice c;
   c.reason = "probe";
+  for (int i = 0; i < std::max(1, readings); ++i) {
+    const double cost = probe();
+    if (i == 0 || cost < c.cpu_s_per_gib_small) c.cpu_s_per_gib_small = cost;  // a failure (< 0) ends it too
+    if (c.cpu_s_per_gib_small < kExpensiveSmallPages) break;  // cheap (or failed): 4 KiB pages
+  }
+  c.huge = c.cpu_s_per_gib_small >= kExpensiveSmallPages;
   return c;
 }
 

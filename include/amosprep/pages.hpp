@@ -3,6 +3,7 @@
 // VMs, and which page size is cheaper depends on the host: 2 MiB transparent huge pages cost 2.1 s/GiB and 4 KiB
 // pages 0.38 s/GiB on one of our VM kinds, 1.5-2.4 against 3.1 s/GiB on another (docs/performance.md).
 #include <cstddef>
+#include <functional>
 #include <string>
 
 namespace amosprep {
@@ -21,6 +22,12 @@ struct PageChoice {
 /// AMOSPREP_NO_HUGEPAGES=1) force it; otherwise `probe_bytes` of fresh 4 KiB pages are first-touched and huge
 /// pages are used when that costs 1 CPU s/GiB or more (~12 ms where it does not).
 PageChoice choose_page_size(size_t probe_bytes = size_t{32} << 20);
+
+/// The probe's decision from successive readings of `probe` (CPU s/GiB to first-touch 4 KiB pages, < 0 if it
+/// failed): huge pages only if `readings` readings are all at least 1 s/GiB, so that one reading slowed by the host
+/// (a descheduled vCPU) does not switch a run to huge pages. Stops at the first cheap or failed reading; reports
+/// the smallest reading.
+PageChoice decide_page_size(const std::function<double()>& probe, int readings = 3);
 
 /// The choice as text for the run log ("4 KiB pages (probe: first touch of 4 KiB pages 0.38 CPU s/GiB)").
 std::string describe(const PageChoice& c);

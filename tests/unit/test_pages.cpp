@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "amosprep/pages.hpp"
 
@@ -63,4 +64,32 @@ TEST(Pages, ProbeMeasuresFirstTouchAndChoosesHugePagesOnlyWhereSmallOnesAreExpen
   const std::string text = describe(c);
   EXPECT_NE(text.find("probe: first touch of 4 KiB pages"), std::string::npos) << text;
   EXPECT_EQ(text.rfind(c.huge ? "huge pages" : "4 KiB pages", 0), 0u) << text;
+}
+
+TEST(Pages, OneSlowReadingDoesNotChooseHugePages) {
+  auto scripted = [](std::vector<double> values, int& calls) {
+    return [values, &calls] { return values[static_cast<size_t>(calls++)]; };
+  };
+  int calls = 0;
+  PageChoice c = decide_page_size(scripted({0.4}, calls));
+  EXPECT_FALSE(c.huge);
+  EXPECT_EQ(calls, 1) << "a cheap first reading is the answer";
+  EXPECT_DOUBLE_EQ(c.cpu_s_per_gib_small, 0.4);
+
+  calls = 0;
+  c = decide_page_size(scripted({2.5, 0.5}, calls));
+  EXPECT_FALSE(c.huge) << "a host stall during the first reading must not switch to huge pages";
+  EXPECT_EQ(calls, 2);
+  EXPECT_DOUBLE_EQ(c.cpu_s_per_gib_small, 0.5);
+
+  calls = 0;
+  c = decide_page_size(scripted({3.1, 2.9, 3.3}, calls));
+  EXPECT_TRUE(c.huge) << "consistently expensive 4 KiB pages";
+  EXPECT_EQ(calls, 3);
+  EXPECT_DOUBLE_EQ(c.cpu_s_per_gib_small, 2.9);
+
+  calls = 0;
+  c = decide_page_size(scripted({1.8, -1.0}, calls));
+  EXPECT_FALSE(c.huge) << "a failed probe keeps 4 KiB pages";
+  EXPECT_EQ(calls, 2);
 }
