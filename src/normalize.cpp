@@ -13,16 +13,6 @@ namespace {
 
 constexpr int64_t kParallelMinVoxels = 1 << 16;
 
-// np.clip of a float32 array with float64 scalar bounds (numpy 1.24): a float32 loop with the bounds rounded to
-// float32, computing min(max(x, lo), hi) with max(a, b) = isnan(a) ? a : (a > b ? a : b) (and min alike), which
-// fixes the sign of zero results. A NaN bound is ignored (numpy treats it as None).
-inline float clip_f32(float v, float lo, float hi) {
-  float m = v;
-  if (!std::isnan(lo) && !std::isnan(m)) m = (m > lo) ? m : lo;
-  if (!std::isnan(hi) && !std::isnan(m)) m = (m < hi) ? m : hi;
-  return m;
-}
-
 void subtract_divide(float* v, int64_t n, float mn, float denom) {
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
   for (int64_t i = 0; i < n; ++i) {
@@ -36,15 +26,9 @@ void subtract_divide(float* v, int64_t n, float mn, float denom) {
 void normalize_ct(Array3<float>& x, const IntensityStats& s) { normalize_ct(x.data(), static_cast<int64_t>(x.size()), s); }
 
 void normalize_ct(float* v, int64_t n, const IntensityStats& s) {
-  const auto lo = static_cast<float>(s.percentile_00_5);
-  const auto hi = static_cast<float>(s.percentile_99_5);
-  const float mean = s.mean, sd = s.sd;
+  const CtNormalization ct(s);
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
-  for (int64_t i = 0; i < n; ++i) {
-    const float clipped = clip_f32(v[i], lo, hi);
-    const float centered = clipped - mean;
-    v[i] = centered / sd;
-  }
+  for (int64_t i = 0; i < n; ++i) v[i] = ct(v[i]);
 }
 
 void normalize_ct2(Array3<float>& x, const IntensityStats& s) {

@@ -990,9 +990,12 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
       resampling.exclude(seconds_since(t0), process_cpu_seconds() - c0);
     };
     const int64_t align = chunked_h5 ? chunk_for(sp, s)[0] : 1;
+    std::vector<CtNormalization> normalized;  // what take() applies: the only use of the raw planes
+    for (size_t c = 0; c < channels; ++c) normalized.emplace_back(fp_.global_stats.at(c));
     streamed = crop.compact()
-                   ? resample_data_streamed(crop.data16(), meta.geom.spacing, sp.current_spacing, rs, align, take)
-                   : resample_data_streamed(data, meta.geom.spacing, sp.current_spacing, rs, align, take);
+                   ? resample_data_streamed(crop.data16(), meta.geom.spacing, sp.current_spacing, rs, align, take,
+                                            &normalized)
+                   : resample_data_streamed(data, meta.geom.spacing, sp.current_spacing, rs, align, take, &normalized);
     for (size_t c = 0; streamed && c < channels; ++c)
       AMOSPREP_VERIFY(planes_done[c] == s[0], "streamed resampling did not produce the planned shape");
   }

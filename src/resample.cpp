@@ -803,10 +803,12 @@ void check_shapes(const Shape3& in, const Shape3& out) {
 }
 
 // The value written for output voxel k2 of a row: the separable value when its float32 rounding (after the clip)
-// is certain from the row's error bound, else scipy's tensor-order evaluation.
+// is certain from the row's error bound, else scipy's tensor-order evaluation. With `norm` (the values' only
+// consumer, monotone), an open rounding only needs scipy's evaluation where the two roundings normalise to
+// different bits; otherwise the lower one is written, and every value between them normalises alike.
 template <class ZoomT>
 inline void finish_row(const ZoomT& zoom, int64_t k0, int64_t k1, const double* line, double bound, double clo,
-                       double chi, int64_t n, float* d) {
+                       double chi, int64_t n, float* d, const CtNormalization* norm = nullptr) {
   auto clip = [&](double v) { return std::min(std::max(v, clo), chi); };
   const double tol = kDataGuard * bound;
   // First every voxel's rounding of v - tol (vectorised), then scipy's evaluation where v + tol rounds otherwise.
@@ -818,16 +820,25 @@ inline void finish_row(const ZoomT& zoom, int64_t k0, int64_t k1, const double* 
     uncertain |= !(r_lo == r_hi);
   }
   if (!uncertain) return;
+  auto same_bits = [](float a, float b) {
+    uint32_t x, y;
+    std::memcpy(&x, &a, 4);
+    std::memcpy(&y, &b, 4);
+    return x == y;
+  };
   for (int64_t k2 = 0; k2 < n; ++k2) {
     const double v = line[k2] + 0.0;
-    if (!(static_cast<float>(clip(v - tol)) == static_cast<float>(clip(v + tol))))
-      d[k2] = static_cast<float>(clip(zoom.exact(k0, k1, k2)));
+    const float r_lo = static_cast<float>(clip(v - tol)), r_hi = static_cast<float>(clip(v + tol));
+    if (r_lo == r_hi) continue;
+    if (norm && !std::isnan(r_lo) && !std::isnan(r_hi) && same_bits((*norm)(r_lo), (*norm)(r_hi))) continue;
+    d[k2] = static_cast<float>(clip(zoom.exact(k0, k1, k2)));
   }
 }
 
 // A 3-D zoom whose output planes go to `stream` through a window of planes instead of a whole output volume.
 template <class ZoomT>
-void resize_streamed(const Shape3& out_shape, ZoomT&& zoom, double clo, double chi, const PlaneStream& stream) {
+void resize_streamed(const Shape3& out_shape, ZoomT&& zoom, double clo, double chi, const PlaneStream& stream,
+                     const CtNormalization* norm) {
   const int64_t plane = out_shape[1] * out_shape[2];
   const int64_t align = std::max<int64_t>(1, stream.align);
   const int64_t cap = std::min(out_shape[0], align + zoom.max_planes_per_batch());
@@ -851,7 +862,8 @@ void resize_streamed(const Shape3& out_shape, ZoomT&& zoom, double clo, double c
   zoom.run(
       ws,
       [&](int64_t k0, int64_t k1, const double* line, double bound) {
-        finish_row(zoom, k0, k1, line, bound, clo, chi, out_shape[2], window + ((k0 - w0) * out_shape[1] + k1) * out_shape[2]);
+        finish_row(zoom, k0, k1, line, bound, clo, chi, out_shape[2], window + ((k0 - w0) * out_shape[1] + k1) * out_shape[2],
+                   norm);
       },
       [&](int64_t, int64_t end) { hand_on(end); });
   if (failed) std::rethrow_exception(failed);
@@ -862,7 +874,7 @@ void resize_streamed(const Shape3& out_shape, ZoomT&& zoom, double clo, double c
 // or the int16 / int8 a CT and its labels are stored in (every value is exact in float32 and double).
 template <class T>
 void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, bool slices, Array3<float>& out,
-                      const PlaneStream* stream = nullptr) {
+                      const PlaneStream* stream = nullptr, const CtNormalization* norm = nullptr) {
   check_order(order);
   check_shapes(in.shape, out_shape);
   if (slices) AMOSPREP_VERIFY(in.shape[0] == out_shape[0], "slice-wise resize keeps axis 0");
@@ -915,7 +927,7 @@ void resize_data_impl(const Array3<T>& in, const Shape3& out_shape, int order, b
   if (stream) {
     AMOSPREP_VERIFY(order > 0 && !slices, "only 3-D zooms of order 1 or 3 are streamed");
     resize_streamed(out_shape, Zoom<T, Widen>(in, Widen{}, maps, full_region(maps), true, true), lo[0], hi[0],
-                    *stream);
+                    *stream, norm);
     return;
   }
   size_array(out, out_shape);
@@ -1328,14 +1340,16 @@ void resample_patient_impl(const std::vector<Array3<TD>>& data, const Array3<TS>
 template <class TD>
 bool resample_data_streamed_impl(const std::vector<Array3<TD>>& data, const std::array<double, 3>& spacing,
                                  const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                                 const ChannelPlaneSink& take) {
+                                 const ChannelPlaneSink& take,
+                            const std::vector<CtNormalization>* normalized) {
   if (data.empty()) return false;
   const PatientPlan p = plan_patient(data, Array3<int8_t>(), spacing, target, settings);
   if (p.sz.separate || settings.order_data == 0 || data[0].shape == p.new_shape) return false;
   for (size_t c = 0; c < data.size(); ++c) {
     PlaneStream stream{align, [&](int64_t first, int64_t count, float* planes) { take(c, first, count, planes); }};
     Array3<float> unused;
-    resize_data_impl(data[c], p.new_shape, settings.order_data, false, unused, &stream);
+    const CtNormalization* norm = normalized && c < normalized->size() && (*normalized)[c].monotone() ? &(*normalized)[c] : nullptr;
+    resize_data_impl(data[c], p.new_shape, settings.order_data, false, unused, &stream, norm);
   }
   return true;
 }
@@ -1350,13 +1364,15 @@ void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>&
 
 bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take) {
-  return resample_data_streamed_impl(data, spacing, target, settings, align, take);
+                            const ChannelPlaneSink& take,
+                            const std::vector<CtNormalization>* normalized) {
+  return resample_data_streamed_impl(data, spacing, target, settings, align, take, normalized);
 }
 bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take) {
-  return resample_data_streamed_impl(data, spacing, target, settings, align, take);
+                            const ChannelPlaneSink& take,
+                            const std::vector<CtNormalization>* normalized) {
+  return resample_data_streamed_impl(data, spacing, target, settings, align, take, normalized);
 }
 
 void resample_patient(const std::vector<Array3<float>>& data, const Array3<float>& seg,
@@ -1455,10 +1471,12 @@ void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Arr
                              SliceMappedVolume& seg_out);
 bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take);
+                            const ChannelPlaneSink& take,
+                            const std::vector<CtNormalization>* normalized);
 bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take);
+                            const ChannelPlaneSink& take,
+                            const std::vector<CtNormalization>* normalized);
 void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>& spacing,
                          const std::array<double, 3>& target, const ResampleSettings& settings, SliceMappedLabels& out);
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
@@ -1538,13 +1556,15 @@ void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>&
 }
 bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take) {
-  return AMOSPREP_ISA_DISPATCH(resample_data_streamed, data, spacing, target, settings, align, take);
+                            const ChannelPlaneSink& take,
+                            const std::vector<CtNormalization>* normalized) {
+  return AMOSPREP_ISA_DISPATCH(resample_data_streamed, data, spacing, target, settings, align, take, normalized);
 }
 bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take) {
-  return AMOSPREP_ISA_DISPATCH(resample_data_streamed, data, spacing, target, settings, align, take);
+                            const ChannelPlaneSink& take,
+                            const std::vector<CtNormalization>* normalized) {
+  return AMOSPREP_ISA_DISPATCH(resample_data_streamed, data, spacing, target, settings, align, take, normalized);
 }
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
   AMOSPREP_ISA_DISPATCH(resize_data, in, out_shape, order, out);

@@ -13,6 +13,7 @@
 #include <optional>
 #include <vector>
 
+#include "amosprep/normalize.hpp"
 #include "amosprep/volume.hpp"
 
 namespace amosprep {
@@ -80,12 +81,15 @@ using ChannelPlaneSink = std::function<void(size_t channel, int64_t first, int64
 /// at a time, so no channel is ever whole in memory; the planes are bit-identical to resample_patient's. Returns
 /// false without calling `take` otherwise (the caller then resamples the whole volume). An exception thrown by
 /// `take` ends the resampling and is rethrown.
+/// `normalized` (one per channel): the receiver uses the planes only through this CT normalisation. The planes are
+/// then bit-identical to resample_patient's after it (not before): scipy's exact evaluation is skipped where both
+/// possible float32 roundings normalise to the same value.
 bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take);
+                            const ChannelPlaneSink& take, const std::vector<CtNormalization>* normalized = nullptr);
 bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take);
+                            const ChannelPlaneSink& take, const std::vector<CtNormalization>* normalized = nullptr);
 
 /// skimage resize(order 0/1/3, mode='edge', anti_aliasing=False) of a 3-D volume incl. the clip to the input
 /// range, cast to float32. All three axes are interpolated (also ones whose size does not change).

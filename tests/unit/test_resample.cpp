@@ -894,6 +894,65 @@ TEST(ResampleStreamed, PlanesEqualTheWholeVolumeForAnyAlignmentAndThreadCount) {
   resample_detail::set_parallel_grain(old_grain);
 }
 
+// With the receiver's CT normalisation given, open float32 roundings are left unevaluated only where both
+// roundings normalise to the same bits. Zero-filled FOV corners make every corner voxel's rounding open (the
+// separable value is a tiny number of either sign), so the skip is exercised; a normalisation that magnifies tiny
+// differences must send them all to scipy's evaluation.
+TEST(ResampleStreamed, CtNormalisationSkipsOnlyEvaluationsThatCannotChangeTheNormalisedValue) {
+  const Shape3 in{12, 40, 36};
+  Array3<int16_t> d16(in);
+  for (int64_t z = 0; z < in[0]; ++z)
+    for (int64_t y = 0; y < in[1]; ++y)
+      for (int64_t x = 0; x < in[2]; ++x) {
+        const double r = std::hypot(y - 19.5, x - 17.5);
+        const int64_t tex = (z * 131 + y * 37 + x * 11) % 97;
+        d16(z, y, x) = static_cast<int16_t>(r > 17.0 ? 0 : (r > 12.0 ? -1000 + tex : 30 + 4 * tex));
+      }
+  Array3<float> d(in);
+  for (size_t i = 0; i < d.v.size(); ++i) d.v[i] = d16.v[i];
+  ResampleSettings st;
+  st.force_separate_z = false;
+  const std::array<double, 3> spacing{2.0, 0.8, 0.8}, target{1.5, 1.0, 1.0};
+  std::vector<Array3<float>> whole;
+  Array3<float> no_seg;
+  resample_patient({d}, Array3<float>(), spacing, target, st, whole, no_seg);
+
+  auto streamed = [&](const IntensityStats& stats) {
+    const std::vector<CtNormalization> norm{CtNormalization(stats)};
+    std::vector<float> got;
+    EXPECT_TRUE(resample_data_streamed(std::vector<Array3<int16_t>>{d16}, spacing, target, st, 4,
+                                       [&](size_t, int64_t, int64_t count, float* planes) {
+                                         got.insert(got.end(), planes, planes + count * whole[0].shape[1] * whole[0].shape[2]);
+                                       },
+                                       &norm));
+    return got;
+  };
+  IntensityStats ct;
+  ct.percentile_00_5 = -990.0;
+  ct.percentile_99_5 = 420.0;
+  ct.mean = 41.5f;
+  ct.sd = 173.25f;
+  const std::vector<float> raw = streamed(ct);
+  ASSERT_EQ(raw.size(), whole[0].v.size());
+  const CtNormalization f(ct);
+  int64_t raw_differs = 0;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    raw_differs += std::memcmp(&raw[i], &whole[0].v[i], 4) != 0;
+    const float a = f(raw[i]), b = f(whole[0].v[i]);
+    ASSERT_EQ(0, std::memcmp(&a, &b, 4)) << "voxel " << i << ": " << raw[i] << " vs " << whole[0].v[i];
+  }
+  EXPECT_GT(raw_differs, 100) << "the FOV corners should have skipped scipy's evaluation";
+
+  IntensityStats sharp;  // x / 2^-100 is exact, so distinct values stay distinct: nothing may be skipped
+  sharp.percentile_00_5 = -1e4;
+  sharp.percentile_99_5 = 1e4;
+  sharp.mean = 0.0f;
+  sharp.sd = std::ldexp(1.0f, -100);
+  const std::vector<float> exact = streamed(sharp);
+  ASSERT_EQ(exact.size(), whole[0].v.size());
+  EXPECT_EQ(0, std::memcmp(exact.data(), whole[0].v.data(), exact.size() * 4));
+}
+
 TEST(ResampleStreamed, DeclinesWhatIsNotA3DZoomAndPassesOnErrors) {
   const Shape3 in{11, 30, 28};
   const std::vector<Array3<float>> d{data_a(in)};
