@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <random>
 #include <vector>
 
 #include "amosprep/error.hpp"
@@ -134,6 +135,66 @@ TEST(ResampleSpec, PrefilterKeepsScipysInPlaceQuirk) {
   ASSERT_EQ(c.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(c[i], want[i]) << i;
   EXPECT_EQ(resample_detail::spline_filter_line({3.5}), std::vector<double>{3.5});  // n <= 1: unchanged
+}
+
+namespace {
+// scipy 1.10 spline_filter1d (order 3, mode 'nearest' -> reflect initialisation) of one line, written as its C loops:
+// the full initial sum, in place.
+std::vector<double> scipy_prefilter(std::vector<double> c) {
+  const double z = -0.267949192431122706472553658494127633;
+  const auto n = static_cast<int64_t>(c.size());
+  if (n <= 1) return c;
+  const double gain = (1.0 - z) * (1.0 - 1.0 / z);
+  for (double& v : c) v *= gain;
+  double z_i = z;
+  const double z_n = std::pow(z, static_cast<double>(n));
+  const double c0 = c[0];
+  c[0] = c[0] + z_n * c[static_cast<size_t>(n - 1)];
+  for (int64_t i = 1; i < n; ++i) {
+    c[0] += z_i * (c[static_cast<size_t>(i)] + z_n * c[static_cast<size_t>(n - 1 - i)]);
+    z_i *= z;
+  }
+  c[0] *= z / (1 - z_n * z_n);
+  c[0] += c0;
+  for (int64_t i = 1; i < n; ++i) c[static_cast<size_t>(i)] += z * c[static_cast<size_t>(i - 1)];
+  c[static_cast<size_t>(n - 1)] *= z / (z - 1);
+  for (int64_t i = n - 2; i >= 0; --i)
+    c[static_cast<size_t>(i)] = z * (c[static_cast<size_t>(i + 1)] - c[static_cast<size_t>(i)]);
+  return c;
+}
+}  // namespace
+
+// The initial sum stops once its remaining terms cannot change it; the coefficients must still be scipy's bit for
+// bit, including lines whose sum starts at zero or tiny, lines of zeros, -0.0 and NaN.
+TEST(ResampleSpec, PrefilterEqualsScipysFullInitialSumBitForBit) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> hu(-1024, 3000);
+  std::vector<std::vector<double>> lines;
+  for (int64_t n : {9, 40, 64, 166, 300, 536}) {
+    std::vector<double> ct(static_cast<size_t>(n)), fov(static_cast<size_t>(n), 0.0), tiny(static_cast<size_t>(n)),
+        late(static_cast<size_t>(n), 0.0), mixed(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      ct[static_cast<size_t>(i)] = hu(rng);
+      if (i > n / 3 && i < n - 5) fov[static_cast<size_t>(i)] = hu(rng);
+      tiny[static_cast<size_t>(i)] = (i % 3 == 0 ? 1e-300 : 1.0) * hu(rng);
+      mixed[static_cast<size_t>(i)] = i % 2 ? 1e6 : -1e-6;
+    }
+    late[static_cast<size_t>(n - 1)] = 1000.0;  // a sum of zeros until the very last term
+    std::vector<double> middle(static_cast<size_t>(n), 0.0);  // zeros at both ends: the sum is +0 for a while
+    for (int64_t i = n / 4; i < n - n / 4; ++i) middle[static_cast<size_t>(i)] = hu(rng);
+    lines.push_back(middle);
+    lines.insert(lines.end(), {ct, fov, tiny, late, mixed, std::vector<double>(static_cast<size_t>(n), -0.0)});
+    std::vector<double> nan = ct;
+    nan[static_cast<size_t>(n / 2)] = std::nan("");
+    lines.push_back(nan);
+  }
+  for (size_t k = 0; k < lines.size(); ++k) {
+    const std::vector<double> got = resample_detail::spline_filter_line(lines[k]);
+    const std::vector<double> want = scipy_prefilter(lines[k]);
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(double)))
+        << "line " << k << " (length " << got.size() << ")";
+  }
 }
 
 // ---- §9.5 3-D resize ------------------------------------------------------------------------------------------
