@@ -25,8 +25,9 @@ void subtract_divide(float* v, int64_t n, float mn, float denom) {
 
 void normalize_ct(Array3<float>& x, const IntensityStats& s) { normalize_ct(x.data(), static_cast<int64_t>(x.size()), s); }
 
-void normalize_ct(float* v, int64_t n, const IntensityStats& s) {
-  const CtNormalization ct(s);
+void normalize_ct(float* v, int64_t n, const IntensityStats& s) { normalize_ct(v, n, CtNormalization(s)); }
+
+void normalize_ct(float* v, int64_t n, const CtNormalization& ct) {
 #pragma omp parallel for schedule(static) if (n > kParallelMinVoxels)
   for (int64_t i = 0; i < n; ++i) v[i] = ct(v[i]);
 }

@@ -970,12 +970,14 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
     ScopedPhase resampling(times_, "resample", &case_log_entry_);
     const int64_t plane = s[1] * s[2];
     std::vector<int64_t> planes_done(channels, 0);
+    std::vector<CtNormalization> normalized;  // what take() applies: the only use of the raw planes
+    for (size_t c = 0; c < channels; ++c) normalized.emplace_back(fp_.global_stats.at(c));
     auto take = [&](size_t c, int64_t first, int64_t count, float* planes) {
       const auto t0 = Clock::now();
       const double c0 = process_cpu_seconds();
       {
         ScopedPhase t(times_, "normalize", &case_log_entry_);
-        normalize_ct(planes, count * plane, fp_.global_stats.at(c));
+        normalize_ct(planes, count * plane, normalized[c]);
       }
       if (chunked_h5) {
         ScopedPhase t(times_, "hdf5", &case_log_entry_);
@@ -990,8 +992,6 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
       resampling.exclude(seconds_since(t0), process_cpu_seconds() - c0);
     };
     const int64_t align = chunked_h5 ? chunk_for(sp, s)[0] : 1;
-    std::vector<CtNormalization> normalized;  // what take() applies: the only use of the raw planes
-    for (size_t c = 0; c < channels; ++c) normalized.emplace_back(fp_.global_stats.at(c));
     streamed = crop.compact()
                    ? resample_data_streamed(crop.data16(), meta.geom.spacing, sp.current_spacing, rs, align, take,
                                             &normalized)

@@ -38,6 +38,8 @@ struct CtNormalization {
 void normalize_ct(Array3<float>& x, const IntensityStats& s);
 /// normalize_ct of `n` values in place (the scheme is pointwise: any part of a volume).
 void normalize_ct(float* v, int64_t n, const IntensityStats& s);
+/// The same with the scheme's parameters already taken from the statistics.
+void normalize_ct(float* v, int64_t n, const CtNormalization& ct);
 
 /// Scheme "CT2": mask = (x > f32(lb)) & (x < f32(ub)) on the unclipped data (float32 comparisons), clip as CT,
 /// then mn/sd = numpy float32 mean/std of the clipped masked voxels in C order, x = f32(f32(x - mn) / sd).
