@@ -1340,15 +1340,15 @@ void resample_patient_impl(const std::vector<Array3<TD>>& data, const Array3<TS>
 template <class TD>
 bool resample_data_streamed_impl(const std::vector<Array3<TD>>& data, const std::array<double, 3>& spacing,
                                  const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                                 const ChannelPlaneSink& take,
-                            const std::vector<CtNormalization>* normalized) {
+                                 const ChannelPlaneSink& take, const std::vector<CtNormalization>* normalized) {
   if (data.empty()) return false;
+  AMOSPREP_VERIFY(!normalized || normalized->size() == data.size(), "one CT normalisation per channel");
   const PatientPlan p = plan_patient(data, Array3<int8_t>(), spacing, target, settings);
   if (p.sz.separate || settings.order_data == 0 || data[0].shape == p.new_shape) return false;
   for (size_t c = 0; c < data.size(); ++c) {
     PlaneStream stream{align, [&](int64_t first, int64_t count, float* planes) { take(c, first, count, planes); }};
     Array3<float> unused;
-    const CtNormalization* norm = normalized && c < normalized->size() && (*normalized)[c].monotone() ? &(*normalized)[c] : nullptr;
+    const CtNormalization* norm = normalized && (*normalized)[c].monotone() ? &(*normalized)[c] : nullptr;
     resize_data_impl(data[c], p.new_shape, settings.order_data, false, unused, &stream, norm);
   }
   return true;
@@ -1364,14 +1364,12 @@ void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>&
 
 bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take,
-                            const std::vector<CtNormalization>* normalized) {
+                            const ChannelPlaneSink& take, const std::vector<CtNormalization>* normalized) {
   return resample_data_streamed_impl(data, spacing, target, settings, align, take, normalized);
 }
 bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take,
-                            const std::vector<CtNormalization>* normalized) {
+                            const ChannelPlaneSink& take, const std::vector<CtNormalization>* normalized) {
   return resample_data_streamed_impl(data, spacing, target, settings, align, take, normalized);
 }
 
@@ -1471,12 +1469,10 @@ void resample_patient_mapped(const std::vector<Array3<int16_t>>& data, const Arr
                              SliceMappedVolume& seg_out);
 bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take,
-                            const std::vector<CtNormalization>* normalized);
+                            const ChannelPlaneSink& take, const std::vector<CtNormalization>* normalized);
 bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take,
-                            const std::vector<CtNormalization>* normalized);
+                            const ChannelPlaneSink& take, const std::vector<CtNormalization>* normalized);
 void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>& spacing,
                          const std::array<double, 3>& target, const ResampleSettings& settings, SliceMappedLabels& out);
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out);
@@ -1556,14 +1552,12 @@ void resample_seg_mapped(const Array3<int8_t>& seg, const std::array<double, 3>&
 }
 bool resample_data_streamed(const std::vector<Array3<int16_t>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take,
-                            const std::vector<CtNormalization>* normalized) {
+                            const ChannelPlaneSink& take, const std::vector<CtNormalization>* normalized) {
   return AMOSPREP_ISA_DISPATCH(resample_data_streamed, data, spacing, target, settings, align, take, normalized);
 }
 bool resample_data_streamed(const std::vector<Array3<float>>& data, const std::array<double, 3>& spacing,
                             const std::array<double, 3>& target, const ResampleSettings& settings, int64_t align,
-                            const ChannelPlaneSink& take,
-                            const std::vector<CtNormalization>* normalized) {
+                            const ChannelPlaneSink& take, const std::vector<CtNormalization>* normalized) {
   return AMOSPREP_ISA_DISPATCH(resample_data_streamed, data, spacing, target, settings, align, take, normalized);
 }
 void resize_data(const Array3<float>& in, const Shape3& out_shape, int order, Array3<float>& out) {
