@@ -15,10 +15,28 @@ namespace amosprep {
 
 static bool g_we_initialised = false;
 
+std::string single_node_pml(const EnvLookup& env) {
+  if (env("OMPI_MCA_pml")) return "";
+  const auto world = env("OMPI_COMM_WORLD_SIZE");
+  const auto local = env("OMPI_COMM_WORLD_LOCAL_SIZE");
+  if (world || local) return world && local && *world == *local ? "ob1" : "";
+  // srun (PMI/PMIx) sets no OMPI_COMM_WORLD_*; its step knows its node count.
+  if (env("SLURM_PROCID") || env("PMIX_RANK") || env("PMI_RANK")) {
+    const auto nodes = env("SLURM_STEP_NUM_NODES");
+    return nodes && *nodes == "1" ? "ob1" : "";
+  }
+  return "ob1";  // singleton: no launcher, one process
+}
+
 MpiSession::MpiSession(int* argc, char*** argv) {
   int initialised = 0;
   MPI_Initialized(&initialised);
   if (!initialised) {
+    const std::string pml = single_node_pml([](const char* name) -> std::optional<std::string> {
+      const char* v = std::getenv(name);
+      return v ? std::optional<std::string>(v) : std::nullopt;
+    });
+    if (!pml.empty()) setenv("OMPI_MCA_pml", pml.c_str(), 0);
     int provided = 0;
     MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
     g_we_initialised = true;

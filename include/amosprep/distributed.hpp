@@ -2,12 +2,25 @@
 // MPI in one place: start-up, the collectives the pipeline needs (byte-string gathers and broadcasts, flag
 // reductions), a deterministic largest-first schedule, and abort. Works as a plain process (singleton MPI).
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace amosprep {
 
-/// Initialises MPI (thread level FUNNELED) on construction and finalises on destruction.
+/// Reads an environment variable: its value, or nullopt when it is unset.
+using EnvLookup = std::function<std::optional<std::string>(const char*)>;
+
+/// The Open MPI point-to-point layer (MCA `pml`) to preset before MPI_Init, or "" to leave Open MPI's choice.
+/// "ob1" (shared memory between the ranks) when every rank is known to run on this node: a singleton, mpirun with
+/// OMPI_COMM_WORLD_LOCAL_SIZE == OMPI_COMM_WORLD_SIZE, or srun with SLURM_STEP_NUM_NODES == 1. Open MPI otherwise
+/// probes the network fabrics (cm/psm2, ...) first, about 0.2 s per process start on our machines. A pml the user
+/// chose (OMPI_MCA_pml, which `mpirun --mca pml X` also sets) is never overridden.
+std::string single_node_pml(const EnvLookup& env);
+
+/// Initialises MPI (thread level FUNNELED) on construction and finalises on destruction. Presets
+/// single_node_pml() first.
 class MpiSession {
  public:
   MpiSession(int* argc, char*** argv);
