@@ -441,26 +441,29 @@ class Zoom {
     double* row_max = bound_ ? ws.row_max.get(static_cast<size_t>(nring * nyr.size())) : nullptr;
     // bound of an output row = weight sums times the largest |coefficient| of the source rows its kernel reads
     const double weight_sums = m_[0]->abs_weight_sum * m_[1]->abs_weight_sum * m_[2]->abs_weight_sum;
+    const size_t t1n = static_cast<size_t>(reg_.need[1].size() * r2_);
+    size_t tile_n = static_cast<size_t>(prefiltered_ ? reg_.win[2].size() * kRowLanes : reg_.need[2].size());
+    if (prefiltered_ && m_[1]->prefilter) tile_n = std::max(tile_n, static_cast<size_t>(reg_.win[1].size() * kTileLanes));
+    // One parallel region per batch of slabs, and after_batch between them on the calling thread: the hook's own
+    // parallel loops (compression, normalisation) get the whole team, and each batch sizes its team anew.
+    int64_t next = o0.lo;  // first output plane not emitted yet
+    for (int64_t zb = 0; zb < nz; zb += kSlabBatch) {
+      const int64_t ze = std::min(nz, zb + kSlabBatch);
+      // axis 0: every output plane whose last tap lies in the slabs done so far
+      int64_t end = next;
+      while (end < o0.hi && m0.idx_at(end)[m0.taps - 1] - z0 < ze) ++end;
+      threads_ = team_size();
 #pragma omp parallel num_threads(threads_)
-    {
-      Scratch& sc = scratch();
-      const size_t t1n = static_cast<size_t>(reg_.need[1].size() * r2_);
-      if (sc.t1.size() < t1n) sc.t1.resize(t1n);
-      size_t tile_n = static_cast<size_t>(prefiltered_ ? reg_.win[2].size() * kRowLanes : reg_.need[2].size());
-      if (prefiltered_ && m_[1]->prefilter) tile_n = std::max(tile_n, static_cast<size_t>(reg_.win[1].size() * kTileLanes));
-      if (sc.tile.size() < tile_n) sc.tile.resize(tile_n);
-      if (sc.line.size() < static_cast<size_t>(r2_)) sc.line.resize(static_cast<size_t>(r2_));
-      int64_t next = o0.lo;  // first output plane not emitted yet (same value on every thread)
-      for (int64_t zb = 0; zb < nz; zb += kSlabBatch) {
-        const int64_t ze = std::min(nz, zb + kSlabBatch);
+      {
+        Scratch& sc = scratch();
+        if (sc.t1.size() < t1n) sc.t1.resize(t1n);
+        if (sc.tile.size() < tile_n) sc.tile.resize(tile_n);
+        if (sc.line.size() < static_cast<size_t>(r2_)) sc.line.resize(static_cast<size_t>(r2_));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t zs = zb; zs < ze; ++zs) {
           if (!used_[static_cast<size_t>(zs)]) continue;
           compute_slab(zs, sc, ring + (zs % nring) * slab, bound_ ? row_max + (zs % nring) * nyr.size() : nullptr);
         }
-        // axis 0: every output plane whose last tap lies in the slabs done so far
-        int64_t end = next;
-        while (end < o0.hi && m0.idx_at(end)[m0.taps - 1] - z0 < ze) ++end;
         double* line = sc.line.data();
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < (end - next) * r1_; ++r) {
@@ -482,14 +485,9 @@ class Zoom {
           }
           sink(k0, reg_.out[1].lo + k1r, static_cast<const double*>(line), bound);
         }
-        if constexpr (!std::is_same_v<std::decay_t<AfterBatch>, NoBatchHook>) {
-          if (end > next) {
-#pragma omp single
-            after_batch(next, end);
-          }
-        }
-        next = end;
       }
+      if (end > next) after_batch(next, end);
+      next = end;
     }
   }
 
