@@ -24,6 +24,7 @@
 
 #include "amosprep/amos_dataset.hpp"
 #include "amosprep/class_locations.hpp"
+#include "amosprep/core_sharing.hpp"
 #include "amosprep/crop.hpp"
 #include "amosprep/distributed.hpp"
 #include "amosprep/error.hpp"
@@ -411,6 +412,12 @@ class Pipeline {
   int64_t estimate_case_peak(size_t i) const;
   void write_log();
   std::unique_ptr<H5Store> h5_;
+  std::unique_ptr<CoreSharing> cores_;  // phase 2: cores lent by ranks of this node that have run out of cases
+  int case_threads_ = 1;          // the most OpenMP threads the current case-stage ran with
+  // Between parallel regions of phase 2: takes a share of the cores idle ranks offer (a no-op without them).
+  void share_cores() {
+    if (cores_) case_threads_ = std::max(case_threads_, cores_->borrow());
+  }
   std::string h5_path_;
   std::vector<std::vector<bool>> h5_data_written_;  // [stage][case]: data/seg already in the store
   nlohmann::json case_log_ = nlohmann::json::array();
@@ -939,6 +946,7 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
     if (m.repeats_slices()) m = slice_mapped(expand_slices(m));
   };
   auto resample_seg = [&] {
+    share_cores();
     ScopedPhase t(times_, "resample", &case_log_entry_);
     if (int8_seg) {
       resample_seg_mapped(crop.seg8(), meta.geom.spacing, sp.current_spacing, rs, seg8_out);
@@ -973,6 +981,7 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
     std::vector<CtNormalization> normalized;  // what take() applies: the only use of the raw planes
     for (size_t c = 0; c < channels; ++c) normalized.emplace_back(fp_.global_stats.at(c));
     auto take = [&](size_t c, int64_t first, int64_t count, float* planes) {
+      share_cores();
       const auto t0 = Clock::now();
       const double c0 = process_cpu_seconds();
       {
@@ -1000,6 +1009,7 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
       AMOSPREP_VERIFY(planes_done[c] == s[0], "streamed resampling did not produce the planned shape");
   }
   if (!streamed) {
+    share_cores();
     {
       ScopedPhase t(times_, "resample", &case_log_entry_);
       SliceMappedVolume unused;
@@ -1064,6 +1074,7 @@ void Pipeline::process_case_stage(int stage, size_t i, CroppedCase& crop, bool l
     else
       h5_write_seg(stage, i, seg_out);
   }
+  share_cores();
   exporting.emplace(times_, "export_npz", &case_log_entry_);
   std::vector<float> seg_f32;  // the labels as float32 pieces for the npz (kept to end_member where pieces must live)
   if (int8_seg && !npz_writer.releases_pieces()) {
@@ -1123,6 +1134,8 @@ void Pipeline::phase_preprocess() {
     for (size_t k = 0; k < plan_.stages.size(); ++k) make_dirs(stage_dir(out_dir_, plan_, static_cast<int>(k)));
   barrier();
   if (opt_.h5_layout != "none") h5_create_case_datasets();
+  const char* sharing = std::getenv("AMOSPREP_CORE_SHARING");
+  cores_ = std::make_unique<CoreSharing>(!(sharing && std::string(sharing) == "0"));
   const auto t0 = Clock::now();
   int64_t done = 0, skipped = 0;
   double total_voxels = 0;
@@ -1171,6 +1184,8 @@ void Pipeline::phase_preprocess() {
       if (stop_requested()) break;
       const auto tc = Clock::now();
       case_log_entry_ = nlohmann::json::object();
+      case_threads_ = omp_get_max_threads();
+      share_cores();
       process_case_stage(k, i, *cropped, t + 1 == todo.size());
       ++done;
       case_log_.push_back({{"case", metas_[i].id},
@@ -1179,6 +1194,7 @@ void Pipeline::phase_preprocess() {
                            {"stolen", stolen},
                            {"seconds", case_log_entry_},
                            {"total_seconds", seconds_since(tc)},
+                           {"threads", case_threads_},
                            {"estimated_peak_bytes", need},
                            {"peak_rss_bytes_so_far", peak_rss_bytes()}});
       progress.item_done(metas_[i].id + " stage " + std::to_string(k),
@@ -1203,6 +1219,11 @@ void Pipeline::phase_preprocess() {
       if (stop_requested()) break;
       if (claim_case("preprocess", i)) run_case(i, true);
     }
+  // This rank's cores go to the ranks still working; it waits without spinning until they are done.
+  cores_->offer_mine();
+  barrier();
+  cores_->close();
+  cores_.reset();
   progress.finish();
   const bool interrupted = allreduce_or(stop_requested());
   const double total_done = allreduce_sum(static_cast<double>(done));

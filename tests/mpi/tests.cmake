@@ -1,7 +1,7 @@
 # Rank/thread invariance and HDF5 == npz, on our own phantom data (needs no ../shared).
 add_test(NAME mpi.rank_invariance.v21.chunked
          COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tests/mpi/rank_invariance.sh $<TARGET_FILE:amos-prep> ${AMOSPREP_PYTHON}
-                 ExperimentPlanner3D_v21 chunked "1x1 2x1 4x1 1x2 2x1s")
+                 ExperimentPlanner3D_v21 chunked "1x1 2x1 4x1 1x2 2x1s 2x1l")
 add_test(NAME mpi.rank_invariance.bfnnUNet_31.deflate
          COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/tests/mpi/rank_invariance.sh $<TARGET_FILE:amos-prep> ${AMOSPREP_PYTHON}
                  ExperimentPlanner3D_residual_v21_bfnnUNet_31 deflate "1x1 2x1 4x2 2x1s 2x1c")

@@ -1,9 +1,11 @@
-// The launch-dependent MPI presets and the deterministic schedule (amosprep/distributed.hpp).
+// The launch-dependent MPI presets, the deterministic schedule (amosprep/distributed.hpp) and the share of lent
+// cores (amosprep/core_sharing.hpp).
 #include <gtest/gtest.h>
 
 #include <map>
 #include <string>
 
+#include "amosprep/core_sharing.hpp"
 #include "amosprep/distributed.hpp"
 
 using namespace amosprep;
@@ -53,4 +55,18 @@ TEST(LargestFirstSchedule, BalancesAndBreaksTiesByIndex) {
   EXPECT_EQ(largest_first_schedule({3, 5, 4}, 2), (std::vector<int>{1, 0, 1}));
   EXPECT_EQ(largest_first_schedule({1, 1, 1, 1}, 2), (std::vector<int>{0, 1, 0, 1}));
   EXPECT_EQ(largest_first_schedule({2, 7}, 1), (std::vector<int>{0, 0}));
+}
+
+TEST(CoreShare, EvenShareOfIdleRanksLessWhatIsHeld) {
+  // 61 idle ranks, 3 still working: about a third each, whoever asks first.
+  EXPECT_EQ(core_share(61, 0, 3, 0), 21);
+  EXPECT_EQ(core_share(40, 21, 3, 0), 21);
+  EXPECT_EQ(core_share(19, 42, 3, 0), 19);  // never more than is offered
+  // One working rank takes everything, and nothing more once it holds its share.
+  EXPECT_EQ(core_share(1, 0, 1, 0), 1);
+  EXPECT_EQ(core_share(0, 1, 1, 1), 0);
+  // A rank that finished gives its cores back and they are shared out again.
+  EXPECT_EQ(core_share(3, 2, 2, 2), 1);
+  EXPECT_EQ(core_share(0, 4, 2, 2), 0);
+  EXPECT_EQ(core_share(5, 0, 0, 0), 0);  // nobody works: nothing to take
 }
