@@ -97,7 +97,7 @@ void copy_case_file(const std::string& from, const std::string& to, const std::s
       dst.st_mtim.tv_sec == src.st_mtim.tv_sec && dst.st_mtim.tv_nsec == src.st_mtim.tv_nsec)
     return;
   try {
-    copy_file_atomic(from, to);
+    copy_file_atomic(from, to, /*keep_cached=*/true);  // preprocessing reads the copies next
   } catch (const IoError& e) {
     if (e.file() == from) throw InputError(case_id, from, e.reason());
     throw;

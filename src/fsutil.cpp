@@ -109,12 +109,12 @@ void AtomicFile::append_file(const std::string& from) {
   }
 }
 
-void AtomicFile::commit() {
+void AtomicFile::commit(bool keep_cached) {
   if (::fsync(fd_) != 0) throw IoError(path_, "fsync failed: " + os_reason(errno));
   // The bytes are on disk: let the kernel drop them from the page cache now (a no-op for correctness). Outputs are
   // written once and not read back, and their cached pages would otherwise crowd out the inputs and other jobs'
   // memory; on VMs with lazily backed memory, freed pages are also much cheaper to reuse than fresh ones.
-  (void)::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED);
+  if (!keep_cached) (void)::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED);
   if (::close(fd_) != 0) {
     fd_ = -1;
     ::unlink(tmp_.c_str());
@@ -184,10 +184,10 @@ void make_dirs(const std::string& path) {
   if (ec) throw IoError(path, "cannot create directory: " + ec.message());
 }
 
-void copy_file_atomic(const std::string& from, const std::string& to) {
+void copy_file_atomic(const std::string& from, const std::string& to, bool keep_cached) {
   AtomicFile f(to);
   f.append_file(from);
-  f.commit();
+  f.commit(keep_cached);
 }
 
 bool path_exists(const std::string& path) {

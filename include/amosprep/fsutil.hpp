@@ -43,7 +43,9 @@ class AtomicFile {
     if (appended_) throw InternalError("AtomicFile::digest after append_file: " + path_);
     return {written_, crc_};
   }
-  void commit();
+  /// `keep_cached` leaves the file's pages in the page cache for a reader that follows (by default they are
+  /// dropped once on disk: outputs are not read back).
+  void commit(bool keep_cached = false);
   const std::string& path() const { return path_; }
 
  private:
@@ -59,8 +61,8 @@ std::string read_file(const std::string& path);
 /// mkdir -p; throws IoError.
 void make_dirs(const std::string& path);
 /// Byte copy via a temporary name (atomic), inside the kernel where possible; IoError names `from` when it cannot
-/// be read and `to` when it cannot be written.
-void copy_file_atomic(const std::string& from, const std::string& to);
+/// be read and `to` when it cannot be written. `keep_cached`: as AtomicFile::commit.
+void copy_file_atomic(const std::string& from, const std::string& to, bool keep_cached = false);
 bool path_exists(const std::string& path);
 
 }  // namespace amosprep
