@@ -48,6 +48,7 @@ struct CoreSharing::State {
   std::vector<cpu_set_t> masks;  // every local rank's CPU mask at the start
   std::vector<int> borrowed;     // local ranks whose cores this rank runs on
   bool offered = false;
+  bool mask_refused = false;  // the OS refused a widened mask once (a cpuset per task): stop asking
 
   // Returns false (and changes nothing) when the mask cannot be applied, e.g. outside this job's cpuset.
   bool run_on(const cpu_set_t& mask, int n) {
@@ -130,7 +131,7 @@ bool CoreSharing::active() const { return s_->active; }
 
 int CoreSharing::borrow() {
   State& s = *s_;
-  if (!s.active || s.offered || omp_in_parallel()) return s.threads;
+  if (!s.active || s.offered || s.mask_refused || omp_in_parallel()) return s.threads;
   int working = 0, offering = 0, lent = 0;
   for (int j = 0; j < s.local; ++j) {
     const int32_t st = state_of(s.table[j]).load(std::memory_order_acquire);
@@ -159,6 +160,7 @@ int CoreSharing::borrow() {
     for (size_t k = before; k < s.borrowed.size(); ++k)
       state_of(s.table[s.borrowed[k]]).store(kOffering, std::memory_order_release);
     s.borrowed.resize(before);
+    s.mask_refused = true;
   }
   return s.threads;
 }
