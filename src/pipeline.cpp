@@ -1219,7 +1219,9 @@ void Pipeline::phase_preprocess() {
       if (stop_requested()) break;
       if (claim_case("preprocess", i)) run_case(i, true);
     }
-  // This rank's cores go to the ranks still working; it waits without spinning until they are done.
+  // This rank's cores go to the ranks still working, and its resampling buffers (hundreds of MB) back to the
+  // node, whose memory the ranks still working need more; it waits without spinning until they are done.
+  release_resample_buffers();
   cores_->offer_mine();
   barrier();
   cores_->close();
