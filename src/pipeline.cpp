@@ -413,7 +413,7 @@ class Pipeline {
   void write_log();
   std::unique_ptr<H5Store> h5_;
   std::unique_ptr<CoreSharing> cores_;  // phase 2: cores lent by ranks of this node that have run out of cases
-  int case_threads_ = 1;          // the most OpenMP threads the current case-stage ran with
+  int case_threads_ = 1;                // the most OpenMP threads the current case-stage ran with
   // Between parallel regions of phase 2: takes a share of the cores idle ranks offer (a no-op without them).
   void share_cores() {
     if (cores_) case_threads_ = std::max(case_threads_, cores_->borrow());
