@@ -44,7 +44,7 @@ struct CoreSharing::State {
   MPI_Win win = MPI_WIN_NULL;
   Slot* table = nullptr;
   int me = 0, local = 1;
-  int own_threads = 1, threads = 1, most = 1;
+  int own_threads = 1, threads = 1;
   std::vector<cpu_set_t> masks;  // every local rank's CPU mask at the start
   std::vector<int> borrowed;     // local ranks whose cores this rank runs on
   bool offered = false;
@@ -58,7 +58,6 @@ struct CoreSharing::State {
 #pragma omp parallel num_threads(n)
     (void)sched_setaffinity(0, sizeof mask, &mask);
     threads = n;
-    most = std::max(most, n);
     return true;
   }
 
@@ -72,7 +71,7 @@ struct CoreSharing::State {
 
 CoreSharing::CoreSharing(bool enabled) : s_(std::make_unique<State>()) {
   State& s = *s_;
-  s.own_threads = s.threads = s.most = omp_get_max_threads();
+  s.own_threads = s.threads = omp_get_max_threads();
   int initialised = 0, finalized = 0, world = 1;
   MPI_Initialized(&initialised);
   MPI_Finalized(&finalized);
@@ -126,8 +125,6 @@ CoreSharing::~CoreSharing() {
   // Without close() (an error ends the job): stop using borrowed cores, but call nothing collective.
   if (s_ && s_->active) s_->give_back();
 }
-
-bool CoreSharing::active() const { return s_->active; }
 
 int CoreSharing::borrow() {
   State& s = *s_;
@@ -183,7 +180,5 @@ void CoreSharing::close() {
   MPI_Comm_free(&s.node);
   s.table = nullptr;
 }
-
-int CoreSharing::most_threads() const { return s_->most; }
 
 }  // namespace amosprep

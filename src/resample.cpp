@@ -393,8 +393,8 @@ class Zoom {
     return most;
   }
 
-  // after_batch(first, end) runs on one thread once output planes [first, end) have all been passed to the sink
-  // (and before any later plane is), e.g. to hand them on.
+  // after_batch(first, end) runs on the calling thread, outside any parallel region, once output planes
+  // [first, end) have all been passed to the sink (and before any later plane is), e.g. to hand them on.
   template <class Sink, class AfterBatch = NoBatchHook>
   void run(Workspace& ws, Sink&& sink, AfterBatch&& after_batch = AfterBatch{}) {
     const AxisMap& m0 = *m_[0];

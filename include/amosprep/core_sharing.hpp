@@ -28,7 +28,6 @@ class CoreSharing {
   CoreSharing(const CoreSharing&) = delete;
   CoreSharing& operator=(const CoreSharing&) = delete;
 
-  bool active() const;
   /// Takes this rank's share of the cores offered on its node, if any, and returns the OpenMP threads it now
   /// runs (its own count when it has borrowed nothing). Cheap: call it between parallel regions.
   int borrow();
@@ -36,8 +35,6 @@ class CoreSharing {
   void offer_mine();
   /// Collective: ends sharing (every rank must have called offer_mine() or have nothing to share).
   void close();
-  /// The most OpenMP threads this rank ran with at once.
-  int most_threads() const;
 
  private:
   struct State;
